@@ -1,0 +1,94 @@
+"""Dependencies shared by every router: settings, the catalog session, auth, the warehouse.
+
+Auth, written once: `Authorization: Bearer <api key>` names a workspace; workspace-scoped
+paths also need `X-Workspace-ID`, and both must equal the path's workspace id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from sqlalchemy.orm import Session
+
+from composable_dagster.catalog.db import catalog_session
+from composable_dagster.catalog.tables import ApiKey
+from composable_dagster.catalog.workspaces import find_active_key
+from composable_dagster.settings import Settings
+from composable_dagster.warehouse import Warehouse
+
+
+class AuthError(Exception):
+    """401 (bad or missing credentials) or 403 (credentials for another workspace)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    # Committed before the response is sent (scope="function" below), so a failed commit is
+    # an error response, never a 2xx for data that was not stored.
+    with catalog_session(settings.resolved_catalog_url) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_api_key(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> ApiKey:
+    if not authorization:
+        raise AuthError(401, "Authorization: missing; send 'Authorization: Bearer <api key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "Authorization: expected 'Bearer <api key>'")
+    key = find_active_key(session, token.strip())
+    if key is None:
+        raise AuthError(401, "Authorization: invalid or revoked API key")
+    return key
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, in which workspace: every workspace-scoped route gets one."""
+
+    workspace_id: str
+    api_key_id: str
+
+
+def get_caller(
+    key: ApiKeyDep,
+    workspace_id: Annotated[str, Path(alias="id")],
+    x_workspace_id: Annotated[str | None, Header()] = None,
+) -> Caller:
+    if x_workspace_id is None:
+        raise AuthError(400, "X-Workspace-ID: header is required on workspace-scoped endpoints")
+    if x_workspace_id != workspace_id:
+        raise AuthError(403, "X-Workspace-ID: does not match the workspace in the path")
+    if key.workspace_id != workspace_id:
+        raise AuthError(403, "this API key does not grant access to that workspace")
+    return Caller(workspace_id=workspace_id, api_key_id=key.id)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_warehouse(settings: SettingsDep) -> Warehouse:
+    return Warehouse(settings.resolved_warehouse_url, read_only=True)
+
+
+WarehouseDep = Annotated[Warehouse, Depends(get_warehouse)]

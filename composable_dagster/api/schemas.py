@@ -1,0 +1,127 @@
+"""Response bodies (`XPublic`): exactly the documented fields, timestamps as `...Z`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import PlainSerializer
+
+
+def _iso_z(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso_z, return_type=str)]
+
+
+class Public(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(from_attributes=True)
+
+
+class Audited(Public):
+    created_by: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WorkspacePublic(Public):
+    id: str
+    name: str
+    slug: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ApiKeyPublic(Audited):
+    id: str
+    workspace_id: str
+    name: str
+    key_prefix: str
+    status: str
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str
+
+
+class ColumnPublic(Public):
+    name: str
+    type: str
+    nullable: bool
+
+
+class ModelPublic(Audited):
+    id: str
+    workspace_id: str
+    source_id: str | None
+    name: str
+    description: str
+    sql_query: str | None
+    columns: list[ColumnPublic]
+    entity_type: str
+    primary_key_column: str
+    timestamp_column: str | None
+    column_config: dict[str, Any]
+    model_type: str
+    source_schema: str | None
+    source_table: str | None
+    selected_columns: list[str] | None
+    status: str
+    status_error: str
+
+
+class RowsPreview(Public):
+    columns: list[ColumnPublic]
+    rows: list[dict[str, Any]]
+
+
+class RelationshipPublic(Audited):
+    id: str
+    workspace_id: str
+    name: str
+    description: str
+    from_model_id: str
+    to_model_id: str
+    from_column: str
+    to_column: str
+    cardinality: str
+    through_model_id: str | None
+    through_from_column: str | None
+    through_to_column: str | None
+
+
+class TraitPublic(Audited):
+    id: str
+    workspace_id: str
+    parent_model_id: str
+    name: str
+    slug: str
+    description: str
+    trait_type: str
+    config: dict[str, Any]
+    result_type: str
+    status: str
+    status_error: str
+    last_computed_at: Timestamp | None
+
+
+class DestinationPublic(Audited):
+    id: str
+    workspace_id: str
+    connection_id: str | None
+    name: str
+    destination_type: str
+    config: dict[str, Any]
+    status: str
+    status_error: str
+
+
+class ConnectionTestResult(Public):
+    success: bool
+    message: str
+
+
+class Deleted(Public):
+    status: str = "deleted"

@@ -1,0 +1,251 @@
+"""The `composable` command: init (with demo data), serve, api, keys, workspaces.
+
+Heavy modules are imported inside the commands so `composable --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from composable_dagster.settings import Settings, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    return args.run(args, get_settings())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="composable", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    init = commands.add_parser("init", help="create the catalog; --demo adds demo data")
+    init.add_argument("--demo", action="store_true", help="build the demo warehouse + workspace")
+    init.add_argument("--customers", type=int, default=100_000, help="demo scale (customers)")
+    init.add_argument("--rebuild", action="store_true", help="rebuild the demo warehouse")
+    init.set_defaults(run=_init)
+
+    serve = commands.add_parser("serve", help="run dagster dev and the API together")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--dagster-port", type=int, default=3000)
+    serve.add_argument("--api-port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    api = commands.add_parser("api", help="run the API alone")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=_api)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys commands")
+    create_key = keys.add_parser("create", help="create an API key (printed once)")
+    create_key.add_argument("--workspace", required=True, help="workspace id or slug")
+    create_key.add_argument("--name", default="cli")
+    create_key.set_defaults(run=_create_key)
+
+    spaces = commands.add_parser("workspaces", help="workspaces").add_subparsers(title="commands")
+    create_ws = spaces.add_parser("create", help="create a workspace and its first API key")
+    create_ws.add_argument("name")
+    create_ws.add_argument("--slug")
+    create_ws.set_defaults(run=_create_workspace)
+    return parser
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2))
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_catalog(settings.resolved_catalog_url)
+    if not args.demo:
+        _print_json({"catalog_url": settings.resolved_catalog_url})
+        return 0
+
+    from composable_dagster.catalog import workspaces
+    from composable_dagster.demo.dbt_build import build_demo_warehouse
+    from composable_dagster.demo.workspace import ensure_demo_workspace
+    from composable_dagster.warehouse import Warehouse
+
+    warehouse = Warehouse(settings.resolved_warehouse_url, read_only=False)
+    if args.rebuild or not warehouse.describe_table(schema="analytics", table="customers"):
+        build_demo_warehouse(
+            settings.resolved_warehouse_url,
+            customers=args.customers,
+            state_dir=settings.home_dir / "dbt",
+        )
+    key_file = settings.home_dir / "demo_api_key"
+    with catalog_session(settings.resolved_catalog_url) as session:
+        demo = ensure_demo_workspace(
+            session, columns=warehouse, export_dir=settings.home_dir / "exports"
+        )
+        raw_key = key_file.read_text().strip() if key_file.exists() else ""
+        stored = workspaces.find_active_key(session, raw_key) if raw_key else None
+        if stored is None or stored.workspace_id != demo.workspace.id:
+            issued = workspaces.issue_api_key(
+                session,
+                workspace_id=demo.workspace.id,
+                spec=workspaces.ApiKeyCreate(name="demo"),
+                created_by=None,
+            )
+            raw_key = issued.raw_key
+            # The demo key is kept (owner-only) so that re-running init prints the same one.
+            key_file.write_text(raw_key)
+            key_file.chmod(0o600)
+        _print_json(
+            {
+                "workspace_id": demo.workspace.id,
+                "workspace_slug": demo.workspace.slug,
+                "api_key": raw_key,
+                "model_ids": demo.model_ids,
+                "relationship_ids": demo.relationship_ids,
+                "trait_ids": demo.trait_ids,
+                "destination_id": demo.destination_id,
+            }
+        )
+    return 0
+
+
+def _create_key(args: argparse.Namespace, settings: Settings) -> int:
+    from composable_dagster.catalog import workspaces
+    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+    from composable_dagster.catalog.tables import Workspace
+
+    upgrade_catalog(settings.resolved_catalog_url)
+    with catalog_session(settings.resolved_catalog_url) as session:
+        workspace = session.get(Workspace, args.workspace) or workspaces.workspace_by_slug(
+            session, args.workspace
+        )
+        if workspace is None:
+            print(f"error: no workspace {args.workspace!r}", file=sys.stderr)
+            return 1
+        issued = workspaces.issue_api_key(
+            session,
+            workspace_id=workspace.id,
+            spec=workspaces.ApiKeyCreate(name=args.name),
+            created_by=None,
+        )
+        _print_json({"workspace_id": workspace.id, "id": issued.row.id, "key": issued.raw_key})
+    return 0
+
+
+def _create_workspace(args: argparse.Namespace, settings: Settings) -> int:
+    from composable_dagster.catalog import workspaces
+    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+    from composable_dagster.errors import ConflictError
+
+    upgrade_catalog(settings.resolved_catalog_url)
+    try:
+        with catalog_session(settings.resolved_catalog_url) as session:
+            workspace = workspaces.create_workspace(session, name=args.name, slug=args.slug)
+            issued = workspaces.issue_api_key(
+                session,
+                workspace_id=workspace.id,
+                spec=workspaces.ApiKeyCreate(name="first key"),
+                created_by=None,
+            )
+            _print_json(
+                {"workspace_id": workspace.id, "slug": workspace.slug, "api_key": issued.raw_key}
+            )
+    except ConflictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from composable_dagster.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
+def child_environment(settings: Settings, *, host: str, dagster_port: int) -> dict[str, str]:
+    """Environment for the two long-running processes: absolute state paths, one Dagster."""
+    dagster_home = settings.dagster_home.resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    return {
+        **os.environ,
+        "COMPOSABLE_HOME": str(settings.home_dir),
+        "DAGSTER_HOME": str(dagster_home),
+        "COMPOSABLE_DAGSTER_URL": f"http://{host}:{dagster_port}/graphql",
+    }
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    env = child_environment(settings, host=args.host, dagster_port=args.dagster_port)
+    dagster_cmd = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(REPO_ROOT / "workspace.yaml"),
+        "-h", args.host, "-p", str(args.dagster_port),
+    ]  # fmt: skip
+    api_cmd = [
+        sys.executable, "-m", "composable_dagster.cli", "api",
+        "--host", args.host, "--port", str(args.api_port),
+    ]  # fmt: skip
+    children = [_start_group(dagster_cmd, env), _start_group(api_cmd, env)]
+    print(
+        f"Dagster UI: http://{args.host}:{args.dagster_port}  "
+        f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops both)",
+        flush=True,
+    )
+    stop = {"requested": False}
+
+    def _request_stop(_signum: int, _frame: object) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    while not stop["requested"] and all(c.poll() is None for c in children):
+        time.sleep(0.5)
+    _stop_groups(children)
+    return 0 if stop["requested"] else 1
+
+
+def _start_group(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Each child leads its own process group, with SIGINT restored: `dagster dev` started from
+    # a background script otherwise inherits an ignored SIGINT and never stops.
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _stop_groups(children: Sequence[subprocess.Popen[bytes]], *, grace: float = 20.0) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(c.poll() is None for c in children):
+            time.sleep(0.2)
+        if all(c.poll() is not None for c in children):
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Destination types: the registry the catalog validates configs and modes against."""
+
+from composable_dagster.destinations.base import (
+    Capabilities,
+    ConnectionCheck,
+    DestinationType,
+    SyncMode,
+)
+from composable_dagster.destinations.file import FileDestination
+from composable_dagster.errors import InvalidInputError
+
+DESTINATION_TYPES: dict[str, DestinationType] = {t.name: t for t in (FileDestination(),)}
+
+
+def destination_type(name: str, *, field: str = "destination_type") -> DestinationType:
+    """The registered type called `name`, or an InvalidInputError naming `field`."""
+    try:
+        return DESTINATION_TYPES[name]
+    except KeyError:
+        known = ", ".join(sorted(DESTINATION_TYPES))
+        raise InvalidInputError(
+            field, f"unknown destination type {name!r} (known: {known})"
+        ) from None
+
+
+__all__ = [
+    "DESTINATION_TYPES",
+    "Capabilities",
+    "ConnectionCheck",
+    "DestinationType",
+    "SyncMode",
+    "destination_type",
+]

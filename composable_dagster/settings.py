@@ -1,0 +1,55 @@
+"""The one settings object. Everything configurable comes from the environment, read here only.
+
+Defaults give a working local setup with nothing set: state under `.composable/` in the
+working directory, a SQLite catalog, a DuckDB warehouse, and Dagster on 127.0.0.1:3000.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPOSABLE_", frozen=True, extra="ignore")
+
+    home: Path = Field(default=Path(".composable"), description="State directory")
+    catalog_url: str | None = Field(default=None, description="SQLAlchemy URL of the catalog")
+    warehouse_url: str | None = Field(default=None, description="SQLAlchemy URL of the warehouse")
+    dagster_url: str = Field(
+        default="http://127.0.0.1:3000/graphql", description="GraphQL endpoint of the webserver"
+    )
+    dagster_location: str = Field(
+        default="composable", description="Code location name in workspace.yaml"
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.home_dir / 'catalog.sqlite'}"
+
+    @property
+    def resolved_warehouse_url(self) -> str:
+        return self.warehouse_url or f"duckdb:///{self.home_dir / 'warehouse.duckdb'}"
+
+    @property
+    def dagster_home(self) -> Path:
+        # DAGSTER_HOME is Dagster's own variable (no COMPOSABLE_ prefix); read it with the rest.
+        return _DagsterEnv().dagster_home or self.home_dir / "dagster"
+
+
+class _DagsterEnv(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+    dagster_home: Path | None = None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests build their own `Settings(...)` instead."""
+    return Settings()

@@ -1,0 +1,128 @@
+"""API fixtures: a real DuckDB warehouse file, a real catalog (SQLite file and PostgreSQL),
+and the FastAPI app served in-process through its ASGI interface."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from fastapi.testclient import TestClient
+
+from composable_dagster.api.app import create_app
+from composable_dagster.catalog import workspaces
+from composable_dagster.catalog.db import catalog_session
+from composable_dagster.settings import Settings
+
+WAREHOUSE_SQL = """
+CREATE SCHEMA analytics;
+CREATE TABLE analytics.customers (
+    customer_id VARCHAR PRIMARY KEY, email VARCHAR, country VARCHAR,
+    lifetime_value DOUBLE, signup_at TIMESTAMP, is_subscribed BOOLEAN
+);
+INSERT INTO analytics.customers VALUES
+    ('C1', 'alice@example.com', 'US', 1500.0, TIMESTAMP '2024-01-02 10:00:00', true),
+    ('C2', 'bob@example.com', 'GB', 200.0, TIMESTAMP '2024-03-04 11:00:00', false),
+    ('C3', NULL, 'US', NULL, TIMESTAMP '2024-05-06 12:00:00', NULL);
+CREATE TABLE analytics.orders (
+    order_id VARCHAR PRIMARY KEY, customer_id VARCHAR, category VARCHAR,
+    amount DOUBLE, ordered_at TIMESTAMP
+);
+INSERT INTO analytics.orders VALUES
+    ('O1', 'C1', 'electronics', 900.0, TIMESTAMP '2024-06-01 09:00:00'),
+    ('O2', 'C1', 'books', 20.0, TIMESTAMP '2024-06-02 09:00:00'),
+    ('O3', 'C2', 'electronics', 150.0, TIMESTAMP '2024-06-03 09:00:00');
+CREATE TABLE analytics.events (
+    event_id VARCHAR PRIMARY KEY, customer_id VARCHAR, event_type VARCHAR,
+    occurred_at TIMESTAMP
+);
+INSERT INTO analytics.events VALUES
+    ('E1', 'C1', 'purchase', TIMESTAMP '2024-06-01 09:00:00'),
+    ('E2', 'C2', 'page_view', TIMESTAMP '2024-06-05 09:00:00');
+"""
+
+
+@pytest.fixture
+def warehouse_url(tmp_path: Path) -> str:
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(WAREHOUSE_SQL)
+    con.close()
+    return f"duckdb:///{path}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, catalog_url: str, warehouse_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", catalog_url=catalog_url, warehouse_url=warehouse_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A workspace and credentials for it; `url(...)` builds its workspace-scoped paths."""
+
+    workspace_id: str
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "X-Workspace-ID": self.workspace_id}
+
+    def url(self, path: str = "") -> str:
+        return f"/api/v1/workspaces/{self.workspace_id}{path}"
+
+
+def make_tenant(settings: Settings, name: str) -> Tenant:
+    with catalog_session(settings.resolved_catalog_url) as session:
+        workspace = workspaces.create_workspace(session, name=name)
+        issued = workspaces.issue_api_key(
+            session,
+            workspace_id=workspace.id,
+            spec=workspaces.ApiKeyCreate(name="test"),
+            created_by=None,
+        )
+        return Tenant(workspace_id=workspace.id, api_key=issued.raw_key)
+
+
+@pytest.fixture
+def tenant(client: TestClient, settings: Settings) -> Tenant:
+    return make_tenant(settings, "Acme")
+
+
+@pytest.fixture
+def other_tenant(client: TestClient, settings: Settings) -> Tenant:
+    return make_tenant(settings, "Globex")
+
+
+def create_demo_models(client: TestClient, tenant: Tenant) -> dict[str, str]:
+    """customers (parent), orders (related), events (event); returns their ids by name."""
+    specs = [
+        {"name": "customers", "source_schema": "analytics", "source_table": "customers",
+         "entity_type": "parent", "primary_key_column": "customer_id"},
+        {"name": "orders", "source_schema": "analytics", "source_table": "orders",
+         "entity_type": "related", "primary_key_column": "order_id",
+         "timestamp_column": "ordered_at"},
+        {"name": "events", "source_schema": "analytics", "source_table": "events",
+         "entity_type": "event", "primary_key_column": "event_id",
+         "timestamp_column": "occurred_at"},
+    ]  # fmt: skip
+    ids = {}
+    for spec in specs:
+        response = client.post(tenant.url("/models"), json=spec, headers=tenant.headers)
+        assert response.status_code == 201, response.text
+        ids[spec["name"]] = response.json()["id"]
+    return ids
