@@ -8,7 +8,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from composable_dagster.api.errors import install_error_handlers
-from composable_dagster.api.routers import destinations, models, relationships, traits, workspaces
+from composable_dagster.api.routers import (
+    audiences,
+    destinations,
+    models,
+    relationships,
+    traits,
+    workspaces,
+)
 from composable_dagster.catalog.db import upgrade_catalog
 from composable_dagster.settings import Settings, get_settings
 
@@ -24,6 +31,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (workspaces, models, relationships, traits, destinations):
+    for router in (workspaces, models, relationships, traits, destinations, audiences):
         app.include_router(router.router)
     return app

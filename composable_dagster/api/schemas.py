@@ -125,3 +125,41 @@ class ConnectionTestResult(Public):
 
 class Deleted(Public):
     status: str = "deleted"
+
+
+class AudiencePublic(Audited):
+    """The documented audience object (its slug, used for Dagster asset keys, stays inside)."""
+
+    id: str
+    workspace_id: str
+    parent_model_id: str
+    name: str
+    description: str
+    filter_tree: dict[str, Any]
+    estimated_size: int | None
+    estimated_at: Timestamp | None
+    status: str
+    status_error: str
+    identity_graph_id: str | None
+
+
+class EstimatePublic(Public):
+    estimated_size: int
+    estimated_at: Timestamp
+
+
+class FilterEstimatePublic(Public):
+    estimated_size: int
+
+
+class ExplainNode(Public):
+    path: str
+    type: str
+    member_count: int
+    sql: str
+
+
+class ExplainPublic(Public):
+    estimated_size: int
+    sql: str
+    nodes: list[ExplainNode]

@@ -175,7 +175,10 @@ def test_preview_table_and_query(client: TestClient, tenant: Tenant) -> None:
                            "GROUP BY 1 ORDER BY 1"},
         headers=tenant.headers,
     )  # fmt: skip
-    assert query.json()["rows"] == [{"category": "books", "n": 1}, {"category": "electronics", "n": 2}]
+    assert query.json()["rows"] == [
+        {"category": "books", "n": 1},
+        {"category": "electronics", "n": 2},
+    ]
     too_many = client.post(
         tenant.url("/models/preview"),
         json={"sql_query": "SELECT 1", "limit": 1000},
