@@ -143,13 +143,18 @@ class AudiencePublic(Audited):
     identity_graph_id: str | None
 
 
-class EstimatePublic(Public):
-    estimated_size: int
-    estimated_at: Timestamp
-
-
 class FilterEstimatePublic(Public):
+    """`estimated_size` as documented; `sampled` says how it was obtained. A sampled count
+    also carries the sample share and a 95% confidence interval."""
+
     estimated_size: int
+    sampled: bool = False
+    sample_percent: float | None = None
+    confidence_interval: tuple[int, int] | None = None
+
+
+class EstimatePublic(FilterEstimatePublic):
+    estimated_at: Timestamp
 
 
 class ExplainNode(Public):

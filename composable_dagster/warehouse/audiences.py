@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from composable_dagster.filters import (
     CatalogSchema,
@@ -14,7 +15,17 @@ from composable_dagster.filters import (
     compile_preview,
     parse_filter_tree,
 )
+from composable_dagster.filters.sampling import compile_sampled_count, sampling_supported
 from composable_dagster.warehouse.connection import QueryResult, Warehouse
+
+EstimateMode = Literal["auto", "exact", "sampled"]
+
+# Below this many parent rows an exact count is fast enough (≤ 50 ms at 100k here).
+SAMPLE_ABOVE_ROWS = 1_000_000
+SAMPLE_PERCENT = 5.0
+# `auto` keeps a sampled answer only when its 95% interval is within ±3% of it.
+MAX_RELATIVE_HALF_WIDTH = 0.03
+_Z95 = 1.96
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,71 @@ class NodeExplanation:
     type: str
     sql: str
     member_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A member count; when sampled, with the sample share and a 95% confidence interval."""
+
+    size: int
+    sampled: bool = False
+    sample_percent: float | None = None
+    confidence_interval: tuple[int, int] | None = None
+
+
+def estimate_members(
+    warehouse: Warehouse,
+    *,
+    tree: Mapping[str, Any],
+    parent_model_id: str,
+    schema: CatalogSchema,
+    now: datetime,
+    mode: EstimateMode = "auto",
+    audience_id: str | None = None,
+) -> Estimate:
+    """Count members exactly, or from a block sample of a large parent model.
+
+    `auto` samples only when the parent has at least SAMPLE_ABOVE_ROWS rows, and falls back
+    to the exact count when the sampled interval is wider than ±3% (small segments).
+    """
+    common = {"tree": tree, "parent_model_id": parent_model_id, "schema": schema, "now": now,
+              "audience_id": audience_id}  # fmt: skip
+    can_sample = sampling_supported(
+        parent_model_id=parent_model_id, schema=schema, dialect=warehouse.dialect
+    )
+    if mode != "exact" and can_sample:
+        query = compile_sampled_count(dialect=warehouse.dialect, percent=SAMPLE_PERCENT, **common)
+        row = warehouse.fetch(query.sql).rows[0]
+        sampled = _scale(
+            sample_rows=int(row["sample_rows"]),
+            sample_matches=int(row["sample_matches"]),
+            table_rows=int(row["table_rows"]),
+        )
+        if mode == "sampled":
+            return sampled
+        if int(row["table_rows"]) >= SAMPLE_ABOVE_ROWS and _precise_enough(sampled):
+            return sampled
+    return Estimate(size=count_members(warehouse, **common))
+
+
+def _scale(*, sample_rows: int, sample_matches: int, table_rows: int) -> Estimate:
+    if sample_rows == 0:
+        return Estimate(size=0, sampled=True, sample_percent=SAMPLE_PERCENT,
+                        confidence_interval=(0, table_rows))  # fmt: skip
+    share = sample_matches / sample_rows
+    # Binomial interval; block sampling clusters rows, so this is a lower bound on the error.
+    half_width = _Z95 * math.sqrt(share * (1 - share) / sample_rows) * table_rows
+    size = round(share * table_rows)
+    low, high = max(0, math.floor(size - half_width)), min(table_rows, math.ceil(size + half_width))
+    return Estimate(size=size, sampled=True, sample_percent=SAMPLE_PERCENT,
+                    confidence_interval=(low, high))  # fmt: skip
+
+
+def _precise_enough(estimate: Estimate) -> bool:
+    if estimate.size == 0 or estimate.confidence_interval is None:
+        return False
+    low, high = estimate.confidence_interval
+    return (high - low) / 2 <= MAX_RELATIVE_HALF_WIDTH * estimate.size
 
 
 def count_members(

@@ -203,7 +203,7 @@ def test_estimate_is_saved(client: TestClient, tenant: Tenant, catalog: dict[str
     response = client.post(
         tenant.url(f"/audiences/{audience['id']}/estimate"), headers=tenant.headers
     )
-    assert set(response.json()) == {"estimated_size", "estimated_at"}
+    assert set(response.json()) == {"estimated_size", "estimated_at", "sampled"}
     stored = client.get(tenant.url(f"/audiences/{audience['id']}"), headers=tenant.headers).json()
     assert stored["estimated_size"] == 2
     estimated_at = datetime.fromisoformat(stored["estimated_at"].replace("Z", "+00:00"))
@@ -221,14 +221,14 @@ def test_estimate_filter_counts_without_saving(
         headers=tenant.headers,
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"estimated_size": 2}
+    assert response.json() == {"estimated_size": 2, "sampled": False}
     assert client.get(tenant.url("/audiences"), headers=tenant.headers).json() == []
     empty_or = client.post(
         tenant.url(f"/models/{catalog['customers']}/estimate-filter"),
         json={"filter_tree": {"type": "or", "children": []}},
         headers=tenant.headers,
     )
-    assert empty_or.json() == {"estimated_size": 0}
+    assert empty_or.json()["estimated_size"] == 0
     bad = client.post(
         tenant.url(f"/models/{catalog['customers']}/estimate-filter"),
         json={"filter_tree": {"type": "and", "children": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -22,7 +22,13 @@ from composable_dagster.catalog.common import Spec, get_owned
 from composable_dagster.catalog.schema_view import load_schema
 from composable_dagster.catalog.tables import Audience, Model
 from composable_dagster.errors import InvalidInputError
-from composable_dagster.warehouse.audiences import count_members, explain_tree, preview_members
+from composable_dagster.warehouse.audiences import (
+    Estimate,
+    EstimateMode,
+    estimate_members,
+    explain_tree,
+    preview_members,
+)
 
 router = APIRouter(prefix="/api/v1/workspaces/{id}", tags=["audiences"])
 
@@ -81,23 +87,36 @@ def delete_audience(aud_id: str, session: SessionDep, caller: CallerDep) -> Dele
     return Deleted()
 
 
-@router.post("/audiences/{aud_id}/estimate", response_model=EstimatePublic)
+ModeQuery = Annotated[
+    EstimateMode,
+    Query(description="auto: sampled above 1M parent rows when within ±3%; exact; sampled"),
+]
+
+
+@router.post(
+    "/audiences/{aud_id}/estimate", response_model=EstimatePublic, response_model_exclude_none=True
+)
 def estimate_audience(
-    aud_id: str, session: SessionDep, caller: CallerDep, warehouse: WarehouseDep
+    aud_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    warehouse: WarehouseDep,
+    mode: ModeQuery = "auto",
 ) -> EstimatePublic:
     """Count the members in the warehouse and store the count on the audience."""
     row = _valid_audience(session, caller, aud_id)
     now = _now()
-    size = count_members(
+    estimate = estimate_members(
         warehouse,
         tree=row.filter_tree,
         parent_model_id=row.parent_model_id,
         schema=load_schema(session, workspace_id=caller.workspace_id),
         now=now,
+        mode=mode,
         audience_id=row.id,
     )
-    service.record_estimate(row, size=size, at=now)
-    return EstimatePublic(estimated_size=size, estimated_at=now)
+    service.record_estimate(row, size=estimate.size, at=now)
+    return EstimatePublic(estimated_at=now, **_estimate_fields(estimate))
 
 
 @router.get("/audiences/{aud_id}/preview", response_model=RowsPreview)
@@ -164,24 +183,39 @@ def list_model_audiences(
     return [_public(v) for v in views]
 
 
-@router.post("/models/{model_id}/estimate-filter", response_model=FilterEstimatePublic)
+@router.post(
+    "/models/{model_id}/estimate-filter",
+    response_model=FilterEstimatePublic,
+    response_model_exclude_none=True,
+)
 def estimate_filter(
     model_id: str,
     body: EstimateFilterRequest,
     session: SessionDep,
     caller: CallerDep,
     warehouse: WarehouseDep,
+    mode: ModeQuery = "auto",
 ) -> FilterEstimatePublic:
-    """Count an ad-hoc tree on a parent model; nothing is saved."""
+    """Count an ad-hoc tree on a parent model (the builder UI calls it on every edit)."""
     get_owned(session, Model, workspace_id=caller.workspace_id, row_id=model_id)
-    size = count_members(
+    estimate = estimate_members(
         warehouse,
         tree=body.filter_tree,
         parent_model_id=model_id,
         schema=load_schema(session, workspace_id=caller.workspace_id),
         now=_now(),
+        mode=mode,
     )
-    return FilterEstimatePublic(estimated_size=size)
+    return FilterEstimatePublic(**_estimate_fields(estimate))
+
+
+def _estimate_fields(estimate: Estimate) -> dict[str, Any]:
+    return {
+        "estimated_size": estimate.size,
+        "sampled": estimate.sampled,
+        "sample_percent": estimate.sample_percent,
+        "confidence_interval": estimate.confidence_interval,
+    }
 
 
 def _valid_audience(session: SessionDep, caller: CallerDep, aud_id: str) -> Audience:
