@@ -21,9 +21,7 @@ from composable_dagster.filters.tree import FilterNode
 _SAMPLES_SUBQUERIES = frozenset({"duckdb", "snowflake", "databricks"})
 
 
-def sampling_supported(
-    *, parent_model_id: str, schema: CatalogSchema, dialect: str
-) -> bool:
+def sampling_supported(*, parent_model_id: str, schema: CatalogSchema, dialect: str) -> bool:
     """Whether a sampled count can be compiled for this parent model on this engine."""
     model = schema.models.get(parent_model_id)
     return model is not None and (model.table is not None or dialect in _SAMPLES_SUBQUERIES)
