@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -183,14 +182,31 @@ def child_environment(settings: Settings, *, host: str, dagster_port: int) -> di
     """Environment for the two long-running processes: absolute state paths, one Dagster."""
     dagster_home = settings.dagster_home.resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance_file = dagster_home / "dagster.yaml"
+    if not instance_file.exists():
+        instance_file.write_text(dagster_instance_yaml(settings))
     return {
         **os.environ,
         "COMPOSABLE_HOME": str(settings.home_dir),
         "DAGSTER_HOME": str(dagster_home),
         "COMPOSABLE_DAGSTER_URL": f"http://{host}:{dagster_port}/graphql",
     }
+
+
+POSTGRES_STORAGE = """
+# Run, event and schedule storage in PostgreSQL (dagster-postgres); the URL is read from
+# the environment when Dagster starts, never written here.
+storage:
+  postgres:
+    postgres_url:
+      env: COMPOSABLE_DAGSTER_PG_URL
+"""
+
+
+def dagster_instance_yaml(settings: Settings) -> str:
+    """The repository's dagster.yaml, with PostgreSQL storage when a URL is configured."""
+    template = (REPO_ROOT / "dagster.yaml").read_text()
+    return template + POSTGRES_STORAGE if settings.dagster_pg_url else template
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

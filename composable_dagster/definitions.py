@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from composable_dagster.defs.dbt import dbt_definitions
+from composable_dagster.defs.load import build_definitions
 from composable_dagster.settings import get_settings
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dbt_definitions(get_settings())
+    return build_definitions(get_settings())

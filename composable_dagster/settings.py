@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     dagster_location: str = Field(
         default="composable", description="Code location name in workspace.yaml"
     )
+    dagster_pg_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for Dagster's run/event storage (dagster-postgres); "
+        "SQLite under DAGSTER_HOME when unset",
+    )
+    max_member_drop: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Largest share of members an audience may lose in one materialization "
+        "before its blocking check stops its syncs",
+    )
 
     @property
     def home_dir(self) -> Path:

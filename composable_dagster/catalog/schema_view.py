@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import list_owned
@@ -80,14 +82,25 @@ def audience_def(row: Audience) -> AudienceDef:
 
 def load_schema(session: Session, *, workspace_id: str) -> CatalogSchema:
     """Everything a filter tree of this workspace may reference."""
+    return schema_from_rows(
+        models=list_owned(session, Model, workspace_id=workspace_id),
+        relationships=list_owned(session, Relationship, workspace_id=workspace_id),
+        traits=list_owned(session, Trait, workspace_id=workspace_id),
+        audiences=list_owned(session, Audience, workspace_id=workspace_id),
+    )
+
+
+def schema_from_rows(
+    *,
+    models: Iterable[Model],
+    relationships: Iterable[Relationship],
+    traits: Iterable[Trait],
+    audiences: Iterable[Audience],
+) -> CatalogSchema:
+    """The schema of one workspace's rows (from a session or from a catalog export)."""
     return CatalogSchema(
-        models={r.id: model_def(r) for r in list_owned(session, Model, workspace_id=workspace_id)},
-        relationships={
-            r.id: relationship_def(r)
-            for r in list_owned(session, Relationship, workspace_id=workspace_id)
-        },
-        traits={r.id: trait_def(r) for r in list_owned(session, Trait, workspace_id=workspace_id)},
-        audiences={
-            r.id: audience_def(r) for r in list_owned(session, Audience, workspace_id=workspace_id)
-        },
+        models={r.id: model_def(r) for r in models},
+        relationships={r.id: relationship_def(r) for r in relationships},
+        traits={r.id: trait_def(r) for r in traits},
+        audiences={r.id: audience_def(r) for r in audiences},
     )

@@ -6,12 +6,14 @@ The manifest is built into the state directory (never into the repository), and 
 load when it is missing, so a fresh clone's code location loads without a manual step.
 """
 
-
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets, get_asset_key_for_model
 
 from composable_dagster.demo.dbt_build import (
     DBT_PROJECT_DIR,
@@ -39,14 +41,34 @@ def dbt_project(settings: Settings) -> DbtProject:
     return project
 
 
-def dbt_definitions(settings: Settings) -> dg.Definitions:
+@dataclass(frozen=True)
+class DbtLayer:
+    """The dbt assets, and which warehouse table each dbt model builds."""
+
+    definitions: dg.Definitions
+    table_assets: Mapping[tuple[str | None, str], dg.AssetKey]
+
+
+def dbt_definitions(settings: Settings) -> DbtLayer:
     project = dbt_project(settings)
 
     @dbt_assets(manifest=project.manifest_path, project=project, name="dbt_models")
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         yield from dbt.cli(["build"], context=context).stream()
 
-    return dg.Definitions(
-        assets=[dbt_models],
-        resources={"dbt": DbtCliResource(project_dir=project, target=project.target)},
+    manifest = json.loads(Path(project.manifest_path).read_text())
+    table_assets: dict[tuple[str | None, str], dg.AssetKey] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "model":
+            continue
+        key = get_asset_key_for_model([dbt_models], node["name"])
+        table = (node.get("alias") or node["name"]).lower()
+        table_assets[(node["schema"].lower(), table)] = key
+        table_assets.setdefault((None, table), key)
+    return DbtLayer(
+        definitions=dg.Definitions(
+            assets=[dbt_models],
+            resources={"dbt": DbtCliResource(project_dir=project, target=project.target)},
+        ),
+        table_assets=table_assets,
     )

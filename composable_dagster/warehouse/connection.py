@@ -160,11 +160,18 @@ def _engine_message(err: sa.exc.DBAPIError) -> str:
 def _engine(url: str, read_only: bool) -> sa.Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "duckdb":
-        return sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": read_only})
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": read_only})
+        sa.event.listen(engine, "connect", _duckdb_quiet)
+        return engine
     engine = sa.create_engine(url, pool_pre_ping=True)
     if read_only and parsed.get_backend_name() == "postgresql":
         sa.event.listen(engine, "connect", _postgres_read_only)
     return engine
+
+
+def _duckdb_quiet(dbapi_connection: Any, _record: Any) -> None:
+    # A library must not draw progress bars on the host process's terminal.
+    dbapi_connection.execute("SET enable_progress_bar = false")
 
 
 def _postgres_read_only(dbapi_connection: Any, _record: Any) -> None:

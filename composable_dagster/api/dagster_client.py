@@ -1,0 +1,219 @@
+"""Dagster's GraphQL API, as the API sidecar uses it. Never imports dagster.
+
+Reload the code location after catalog changes, launch runs of asset selections with our
+tags, and read runs and materializations back (run history is Dagster's own).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from composable_dagster.errors import DomainError
+
+ASSET_JOB = "__ASSET_JOB"
+REPOSITORY = "__repository__"
+
+
+class DagsterUnavailableError(DomainError):
+    """Dagster could not be reached, or answered with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    status: str
+    tags: Mapping[str, str]
+    start_time: float | None
+    end_time: float | None
+
+
+_RELOAD = """
+mutation Reload($location: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $location) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message } }
+    }
+    ... on PythonError { message }
+    ... on RepositoryLocationNotFound { message }
+  }
+}"""
+
+_LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on Error { message }
+  }
+}"""
+
+_RUN_FIELDS = "runId status tags { key value } startTime endTime"
+
+_RUN = f"""
+query Run($runId: ID!) {{
+  runOrError(runId: $runId) {{
+    __typename
+    ... on Run {{ {_RUN_FIELDS} }}
+    ... on RunNotFoundError {{ message }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
+
+_RUNS = f"""
+query Runs($filter: RunsFilter, $limit: Int) {{
+  runsOrError(filter: $filter, limit: $limit) {{
+    __typename
+    ... on Runs {{ results {{ {_RUN_FIELDS} }} }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
+
+_MATERIALIZATIONS = """
+query Materializations($key: AssetKeyInput!, $limit: Int) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: $limit) {
+        runId
+        timestamp
+        metadataEntries {
+          label
+          ... on IntMetadataEntry { intValue }
+          ... on FloatMetadataEntry { floatValue }
+          ... on TextMetadataEntry { text }
+          ... on MarkdownMetadataEntry { mdStr }
+        }
+      }
+    }
+  }
+}"""
+
+
+class DagsterClient:
+    """A thin client of one Dagster webserver's /graphql endpoint."""
+
+    def __init__(self, url: str, *, location: str, timeout: float = 120.0) -> None:
+        self.url = url
+        self.location = location
+        self.timeout = timeout
+
+    def query(self, document: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = httpx.post(
+                self.url, json={"query": document, "variables": dict(variables or {})},
+                timeout=self.timeout,
+            )  # fmt: skip
+        except httpx.HTTPError as err:
+            raise DagsterUnavailableError(f"dagster: cannot reach {self.url}: {err}") from err
+        # Dagster answers some errors (an unknown job, say) as HTTP 500 with the real error
+        # in the JSON body: read the body before the status.
+        try:
+            body = response.json()
+        except ValueError as err:
+            raise DagsterUnavailableError(
+                f"dagster: HTTP {response.status_code} without a JSON body"
+            ) from err
+        if body.get("errors"):
+            raise DagsterUnavailableError(f"dagster: {body['errors'][0].get('message')}")
+        return body["data"]
+
+    def reload_location(self) -> float:
+        """Reload the code location (new catalog rows become assets); returns seconds taken."""
+        started = time.monotonic()
+        result = self.query(_RELOAD, {"location": self.location})["reloadRepositoryLocation"]
+        if result["__typename"] != "WorkspaceLocationEntry":
+            raise DagsterUnavailableError(f"dagster: reload failed: {result.get('message')}")
+        load = result.get("locationOrLoadError") or {}
+        if load.get("__typename") == "PythonError":
+            raise DagsterUnavailableError(
+                f"dagster: code location failed to load: {load['message']}"
+            )
+        return time.monotonic() - started
+
+    def launch_assets(
+        self, asset_paths: Sequence[Sequence[str]], *, tags: Mapping[str, str]
+    ) -> RunInfo:
+        """Launch one run materializing `asset_paths`, tagged with `tags`."""
+        params = {
+            "selector": {
+                "repositoryLocationName": self.location,
+                "repositoryName": REPOSITORY,
+                "jobName": ASSET_JOB,
+                "assetSelection": [{"path": list(p)} for p in asset_paths],
+            },
+            "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        result = self.query(_LAUNCH, {"params": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise DagsterUnavailableError(
+                f"dagster: launch failed ({result['__typename']}): {result.get('message')}"
+            )
+        return self.run(result["run"]["runId"])
+
+    def run(self, run_id: str) -> RunInfo:
+        result = self.query(_RUN, {"runId": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            raise DagsterUnavailableError(f"dagster: {result.get('message')}")
+        return _run_info(result)
+
+    def runs(
+        self, *, tags: Mapping[str, str], statuses: Sequence[str] | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs carrying all of `tags`, newest first."""
+        run_filter: dict[str, Any] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        if statuses:
+            run_filter["statuses"] = list(statuses)
+        result = self.query(_RUNS, {"filter": run_filter, "limit": limit})["runsOrError"]
+        if result["__typename"] != "Runs":
+            raise DagsterUnavailableError(f"dagster: {result.get('message')}")
+        return [_run_info(r) for r in result["results"]]
+
+    def materializations(
+        self, asset_path: Sequence[str], *, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The asset's latest materializations: run id, timestamp and metadata by label."""
+        data = self.query(_MATERIALIZATIONS, {"key": {"path": list(asset_path)}, "limit": limit})
+        asset = data["assetOrError"]
+        if asset["__typename"] != "Asset":
+            return []
+        return [
+            {
+                "run_id": m["runId"],
+                "timestamp": m["timestamp"],
+                "metadata": {e["label"]: _entry_value(e) for e in m["metadataEntries"]},
+            }
+            for m in asset["assetMaterializations"]
+        ]
+
+    def wait_for_run(self, run_id: str, *, timeout: float, poll: float = 0.5) -> RunInfo:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.run(run_id)
+            if info.status in ("SUCCESS", "FAILURE", "CANCELED") or time.monotonic() > deadline:
+                return info
+            time.sleep(poll)
+
+
+def _run_info(raw: Mapping[str, Any]) -> RunInfo:
+    return RunInfo(
+        run_id=raw["runId"],
+        status=raw["status"],
+        tags={t["key"]: t["value"] for t in raw.get("tags", [])},
+        start_time=raw.get("startTime"),
+        end_time=raw.get("endTime"),
+    )
+
+
+def _entry_value(entry: Mapping[str, Any]) -> Any:
+    for field in ("intValue", "floatValue", "text", "mdStr"):
+        if field in entry:
+            return entry[field]
+    return None

@@ -1,0 +1,157 @@
+"""Definitions from the catalog: an asset per audience and per sync, schedules, one job.
+
+A plain, deterministic factory over the (pinned) catalog export. One bad row never stops
+the code location from loading: an invalid cron leaves its sync manual (the API refuses
+such crons anyway), and a tree that stopped compiling fails only its own materialization.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+import sqlglot
+from croniter import croniter
+from sqlglot import exp
+
+from composable_dagster.catalog.export import CatalogRows
+from composable_dagster.catalog.schema_view import schema_from_rows
+from composable_dagster.catalog.tables import Model
+from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
+from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.defs.syncs import (
+    SYNC_JOB_NAME,
+    SyncAssetSpec,
+    build_sync_asset,
+    build_sync_schedule,
+)
+from composable_dagster.filters import FilterError, referenced_ids, referenced_model_ids
+
+TableName = tuple[str | None, str]  # (schema, table), lower case
+
+
+def audience_key(workspace_slug: str, audience_slug: str) -> dg.AssetKey:
+    return dg.AssetKey([workspace_slug, "audiences", audience_slug])
+
+
+def sync_key(workspace_slug: str, sync_slug: str) -> dg.AssetKey:
+    return dg.AssetKey([workspace_slug, "syncs", sync_slug])
+
+
+def catalog_definitions(
+    rows: CatalogRows,
+    *,
+    table_assets: Mapping[TableName, dg.AssetKey],
+    dialect: str,
+    max_member_drop: float,
+    activation: ActivationStoreResource,
+) -> dg.Definitions:
+    """Assets, checks, schedules and the sync job for every workspace in `rows`.
+
+    Args:
+        rows: The catalog export the definitions are built from.
+        table_assets: Warehouse tables produced by assets (dbt models), so audiences depend
+            on the asset that builds each table they read.
+        dialect: The warehouse's SQL dialect (shown as the audience assets' kind).
+        max_member_drop: Largest share of members an audience may lose in one
+            materialization before its blocking check stops its syncs.
+        activation: Where the assets store memberships and snapshots.
+    """
+    assets: list[dg.AssetsDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    for workspace in rows.workspaces:
+        models = rows.of_workspace(workspace.id, "models")
+        audiences = rows.of_workspace(workspace.id, "audiences")
+        schema = schema_from_rows(
+            models=models,
+            relationships=rows.of_workspace(workspace.id, "relationships"),
+            traits=rows.of_workspace(workspace.id, "traits"),
+            audiences=audiences,
+        )
+        model_deps = {m.id: _model_assets(m, table_assets) for m in models}
+        audience_keys = {a.id: audience_key(workspace.slug, a.slug) for a in audiences}
+        for audience in audiences:
+            try:
+                used_models = referenced_model_ids(
+                    audience.filter_tree, parent_model_id=audience.parent_model_id, schema=schema
+                )
+                used_audiences = referenced_ids(audience.filter_tree).audience_ids
+            except FilterError:
+                used_models, used_audiences = frozenset({audience.parent_model_id}), frozenset()
+            deps = {key for m in used_models for key in model_deps.get(m, ())}
+            deps |= {audience_keys[a] for a in used_audiences if a in audience_keys}
+            assets.append(
+                build_audience_asset(
+                    AudienceAssetSpec(
+                        key=audience_keys[audience.id],
+                        audience_id=audience.id,
+                        workspace_id=workspace.id,
+                        name=audience.name,
+                        description=audience.description,
+                        group_name=workspace.slug,
+                        parent_model_id=audience.parent_model_id,
+                        filter_tree=audience.filter_tree,
+                        schema=schema,
+                        deps=sorted(deps, key=lambda k: k.to_user_string()),
+                        kind=dialect,
+                        max_member_drop=max_member_drop,
+                    )
+                )
+            )
+        destinations = {d.id: d for d in rows.of_workspace(workspace.id, "destinations")}
+        for sync in rows.of_workspace(workspace.id, "syncs"):
+            if sync.audience_id not in audience_keys or sync.destination_id not in destinations:
+                continue
+            spec = SyncAssetSpec(
+                key=sync_key(workspace.slug, sync.slug),
+                audience_key=audience_keys[sync.audience_id],
+                sync_id=sync.id,
+                audience_id=sync.audience_id,
+                workspace_id=workspace.id,
+                name=sync.name,
+                description=sync.description,
+                group_name=workspace.slug,
+                destination_type=destinations[sync.destination_id].destination_type,
+                sync_mode=sync.sync_mode,
+                schedule=sync.schedule if _valid_cron(sync.schedule) else None,
+                status=sync.status,
+            )
+            assets.append(build_sync_asset(spec))
+            if spec.schedule:
+                schedules.append(build_sync_schedule(spec))
+    jobs = []
+    if assets:
+        jobs.append(
+            dg.define_asset_job(
+                SYNC_JOB_NAME,
+                selection=dg.AssetSelection.assets(*assets),
+                description="Audiences and syncs; schedules pick the pair to run.",
+                executor_def=dg.in_process_executor,
+            )
+        )
+    return dg.Definitions(
+        assets=assets, schedules=schedules, jobs=jobs, resources={"activation": activation}
+    )
+
+
+def _valid_cron(schedule: str | None) -> bool:
+    return bool(schedule and schedule.strip()) and croniter.is_valid(schedule)
+
+
+def _model_assets(
+    model: Model, table_assets: Mapping[TableName, dg.AssetKey]
+) -> Sequence[dg.AssetKey]:
+    """The assets that build the tables a model reads (its table, or its query's tables)."""
+    if model.model_type == "table" and model.source_table:
+        names: list[TableName] = [(model.source_schema, model.source_table)]
+    else:
+        try:
+            parsed = sqlglot.parse_one(model.sql_query or "", dialect="duckdb")
+        except sqlglot.errors.ParseError:
+            return []
+        names = [(t.db or None, t.name) for t in parsed.find_all(exp.Table)]
+    keys = []
+    for schema, table in names:
+        key = table_assets.get(((schema or "").lower() or None, table.lower()))
+        key = key or table_assets.get((None, table.lower()))
+        if key is not None:
+            keys.append(key)
+    return keys

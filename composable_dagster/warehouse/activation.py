@@ -1,0 +1,201 @@
+"""The activation store: audience memberships (and, later, sync snapshots) beside the warehouse.
+
+- DuckDB warehouse: a separate DuckDB file, `activation.duckdb` in the state directory,
+  that attaches the warehouse read-only (DuckDB allows one writer process per file, and the
+  warehouse belongs to dbt). Writers of this file are serialized with a file lock, so runs
+  of different audiences in parallel processes queue instead of failing.
+- Any other warehouse: a schema (`composable_activation`) in the warehouse itself, so the
+  set work runs where the data is.
+
+Heavy set work (diffs of memberships) is SQL in the engine; nothing is loaded into Python.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+from sqlglot import exp
+
+from composable_dagster.warehouse.connection import Warehouse
+
+ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog after its stem
+ACTIVATION_SCHEMA = "composable_activation"
+WAREHOUSE_ALIAS = "warehouse"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """What one materialization of an audience did to its membership."""
+
+    member_count: int
+    previous_count: int | None  # None: the first materialization
+    added: int | None
+    removed: int | None
+
+
+class ActivationStore:
+    """Where memberships live; `transaction()` is the only way in."""
+
+    def __init__(self, *, warehouse_url: str, home: Path) -> None:
+        self.warehouse = Warehouse(warehouse_url, read_only=True)
+        self.dialect = self.warehouse.dialect
+        self.home = home
+        if self.dialect == "duckdb":
+            self.path = home / f"{ACTIVATION_CATALOG}.duckdb"
+            self.url = f"duckdb:///{self.path}"
+        else:
+            self.path = None
+            self.url = warehouse_url
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        if self.path is None:
+            return sa.create_engine(self.url, pool_pre_ping=True)
+        engine = sa.create_engine(self.url, poolclass=NullPool)
+        warehouse_path = self.warehouse.url.database
+        attach = exp.Literal.string(str(warehouse_path)).sql(dialect="duckdb")
+
+        def _attach_warehouse(dbapi_connection: Any, _record: Any) -> None:
+            # The compiled SQL names warehouse tables as schema.table: make the read-only
+            # warehouse the default catalog, and qualify our own tables explicitly.
+            dbapi_connection.execute("SET enable_progress_bar = false")  # no terminal output
+            dbapi_connection.execute(f"ATTACH {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)")
+            dbapi_connection.execute(f"USE {WAREHOUSE_ALIAS}")
+
+        sa.event.listen(engine, "connect", _attach_warehouse)
+        return engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One transaction on the store; on DuckDB, also the store's single-writer lock."""
+        with self._writer_lock(), self.engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql()}")
+            yield conn
+
+    def table(self, name: str) -> exp.Table:
+        """A table of ours, fully qualified for this engine."""
+        return exp.table_(
+            name,
+            db=ACTIVATION_SCHEMA,
+            catalog=ACTIVATION_CATALOG if self.path is not None else None,
+            quoted=True,
+        )
+
+    def members_table(self, audience_id: str) -> exp.Table:
+        return self.table(f"members_{audience_id.replace('-', '')}")
+
+    def replace_members(self, *, audience_id: str, members: exp.Query) -> MembershipChange:
+        """Store the result of `members` (one column, entity_key) as the audience's membership
+        and report the change against the previous one, atomically."""
+        current = self.members_table(audience_id)
+        staging = self.table(f"staging_{audience_id.replace('-', '')}")
+        # Statement templates around identifiers that sqlglot renders (ours, from UUIDs);
+        # the only user-derived text is `members`, itself a sqlglot expression.
+        current_sql, staging_sql = self._sql(current), self._sql(staging)
+        new_name = self._sql(exp.to_identifier(current.name, quoted=True))
+        rename = f"ALTER TABLE {staging_sql} RENAME TO {new_name}"
+        with self.transaction() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging_sql}")
+            conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(members)}")
+            member_count = self._count(conn, staging)
+            if not self._exists(conn, current):
+                conn.exec_driver_sql(rename)
+                return MembershipChange(member_count, None, None, None)
+            previous_count = self._count(conn, current)
+            added = self._count_missing(conn, source=staging, target=current)
+            removed = self._count_missing(conn, source=current, target=staging)
+            conn.exec_driver_sql(f"DROP TABLE {current_sql}")
+            conn.exec_driver_sql(rename)
+        return MembershipChange(member_count, previous_count, added, removed)
+
+    def snapshot_table(self, sync_id: str) -> exp.Table:
+        """Keys the destination confirmed on the sync's last delivery."""
+        return self.table(f"snapshot_{sync_id.replace('-', '')}")
+
+    def plan_counts(self, *, sync_id: str, audience_id: str) -> tuple[int, int]:
+        """(adds, removes): members the sync's snapshot lacks, and snapshot keys that left."""
+        members, snapshot = self.members_table(audience_id), self.snapshot_table(sync_id)
+        with self.transaction() as conn:
+            if not self._exists(conn, members):
+                raise LookupError(f"audience {audience_id} has not been materialized yet")
+            if not self._exists(conn, snapshot):
+                return self._count(conn, members), 0
+            return (
+                self._count_missing(conn, source=members, target=snapshot),
+                self._count_missing(conn, source=snapshot, target=members),
+            )
+
+    def member_count(self, audience_id: str) -> int | None:
+        with self.transaction() as conn:
+            table = self.members_table(audience_id)
+            return self._count(conn, table) if self._exists(conn, table) else None
+
+    def member_keys(self, audience_id: str) -> set[object]:
+        """All keys of a membership (for tests and small audiences only)."""
+        with self.transaction() as conn:
+            query = exp.select("entity_key").from_(self.members_table(audience_id))
+            return {row[0] for row in conn.exec_driver_sql(query.sql(dialect=self.dialect))}
+
+    def _schema_sql(self) -> str:
+        schema = exp.Table(
+            db=exp.to_identifier(ACTIVATION_SCHEMA, quoted=True),
+            catalog=exp.to_identifier(ACTIVATION_CATALOG) if self.path is not None else None,
+        )
+        return schema.sql(dialect=self.dialect).removeprefix(".")
+
+    def _sql(self, expression: exp.Expression) -> str:
+        return expression.sql(dialect=self.dialect)
+
+    def _count(self, conn: sa.Connection, table: exp.Table) -> int:
+        query = exp.select(exp.Count(this=exp.Star())).from_(table.copy())
+        return int(conn.exec_driver_sql(query.sql(dialect=self.dialect)).scalar_one())
+
+    def _count_missing(self, conn: sa.Connection, *, source: exp.Table, target: exp.Table) -> int:
+        """Keys of `source` that `target` lacks (an anti-join in the engine)."""
+        inner = (
+            exp.select("1")
+            .from_(target.copy().as_("t"))
+            .where(exp.column("entity_key", "t").eq(exp.column("entity_key", "s")))
+        )
+        query = (
+            exp.select(exp.Count(this=exp.Star()))
+            .from_(source.copy().as_("s"))
+            .where(exp.Not(this=exp.Exists(this=inner)))
+        )
+        return int(conn.exec_driver_sql(query.sql(dialect=self.dialect)).scalar_one())
+
+    def _exists(self, conn: sa.Connection, table: exp.Table) -> bool:
+        tables = sa.table(
+            "tables", sa.column("table_schema"), sa.column("table_name"),
+            sa.column("table_catalog"), schema="information_schema",
+        )  # fmt: skip
+        query = (
+            sa.select(sa.func.count())
+            .select_from(tables)
+            .where(tables.c.table_schema == ACTIVATION_SCHEMA, tables.c.table_name == table.name)
+        )
+        if self.path is not None:
+            query = query.where(tables.c.table_catalog == ACTIVATION_CATALOG)
+        return bool(conn.execute(query).scalar_one())
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        if self.path is None:
+            yield  # the warehouse's own transactions serialize writers
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(".lock")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
