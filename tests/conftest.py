@@ -44,8 +44,17 @@ def pg_url(pg_server_url: sa.URL) -> Iterator[str]:
     """A brand-new, empty PostgreSQL database for one test, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    for attempt in range(5):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            break
+        except sa.exc.OperationalError:
+            # "source database template1 is being accessed by other users": another
+            # CREATE DATABASE is copying the template right now; it passes in a moment.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     try:
         yield pg_server_url.set(database=name).render_as_string(hide_password=False)
     finally:
