@@ -13,6 +13,7 @@ from composable_dagster.api.routers import (
     destinations,
     models,
     relationships,
+    syncs,
     traits,
     workspaces,
 )
@@ -31,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (workspaces, models, relationships, traits, destinations, audiences):
+    for router in (
+        workspaces, models, relationships, traits, destinations, audiences, syncs,
+    ):  # fmt: skip
         app.include_router(router.router)
     return app

@@ -44,6 +44,16 @@ mutation Reload($location: String!) {
   }
 }"""
 
+_RESET_SCHEDULE = """
+mutation Reset($selector: ScheduleSelector!) {
+  resetSchedule(scheduleSelector: $selector) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
 _LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -136,6 +146,21 @@ class DagsterClient:
                 f"dagster: code location failed to load: {load['message']}"
             )
         return time.monotonic() - started
+
+    def reset_schedule(self, schedule_name: str) -> str:
+        """Forget any state toggled in the UI: the schedule takes its default status again
+        (running for an active sync, stopped for a paused one). Returns the status."""
+        selector = {
+            "repositoryLocationName": self.location,
+            "repositoryName": REPOSITORY,
+            "scheduleName": schedule_name,
+        }
+        result = self.query(_RESET_SCHEDULE, {"selector": selector})["resetSchedule"]
+        if result["__typename"] != "ScheduleStateResult":
+            raise DagsterUnavailableError(
+                f"dagster: schedule reset failed: {result.get('message')}"
+            )
+        return result["scheduleState"]["status"]
 
     def launch_assets(
         self, asset_paths: Sequence[Sequence[str]], *, tags: Mapping[str, str]

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
+from composable_dagster.api.dagster_client import DagsterClient
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.catalog.tables import ApiKey
 from composable_dagster.catalog.workspaces import find_active_key
@@ -92,3 +93,10 @@ def get_warehouse(settings: SettingsDep) -> Warehouse:
 
 
 WarehouseDep = Annotated[Warehouse, Depends(get_warehouse)]
+
+
+def get_dagster(settings: SettingsDep) -> DagsterClient:
+    return DagsterClient(settings.dagster_url, location=settings.dagster_location)
+
+
+DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]

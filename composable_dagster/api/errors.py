@@ -6,11 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from composable_dagster.api.dagster_client import DagsterUnavailableError
 from composable_dagster.api.deps import AuthError
 from composable_dagster.errors import (
     ConflictError,
@@ -29,6 +31,7 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (FilterError, 400),
     (ConflictError, 409),
     (WarehouseError, 502),
+    (DagsterUnavailableError, 503),
 )
 
 
@@ -72,6 +75,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 message = f"warehouse: {exc}" if isinstance(exc, WarehouseError) else str(exc)
                 return error_response(status, message)
         return error_response(400, str(exc))
+
+    @app.exception_handler(sa.exc.IntegrityError)
+    async def _integrity(_: Request, exc: sa.exc.IntegrityError) -> JSONResponse:
+        # Services check references first; this catches a concurrent change in between.
+        log.warning("integrity error: %s", exc.orig)
+        return error_response(409, "conflict: the change clashes with related data; retry")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -168,3 +168,40 @@ class ExplainPublic(Public):
     estimated_size: int
     sql: str
     nodes: list[ExplainNode]
+
+
+class SyncPublic(Audited):
+    """The documented sync object; last_* and an error status come from Dagster's runs."""
+
+    id: str
+    workspace_id: str
+    audience_id: str
+    destination_id: str
+    name: str
+    description: str
+    field_mapping: list[dict[str, Any]]
+    sync_mode: str
+    schedule: str | None
+    config: dict[str, Any]
+    status: str
+    status_error: str
+    last_synced_at: str | None = None
+    last_run_id: str | None = None
+    split_group_id: str | None
+
+
+class SyncRunPublic(Public):
+    id: str
+    sync_id: str
+    status: str
+    trigger: str
+    started_at: str | None
+    completed_at: str | None
+    duration_seconds: float | None
+    rows_processed: int
+    rows_added: int
+    rows_updated: int
+    rows_removed: int
+    rows_failed: int
+    error: str | None
+    dagster_run_url: str

@@ -122,6 +122,7 @@ def delete_audience(session: Session, *, workspace_id: str, audience_id: str) ->
         )
     for sync in list_owned(session, Sync, workspace_id=workspace_id, audience_id=row.id):
         session.delete(sync)  # paused/draft syncs of a deleted audience have nothing to send
+    session.flush()
     session.delete(row)
 
 

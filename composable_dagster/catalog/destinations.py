@@ -93,16 +93,16 @@ def recheck_destination(session: Session, *, workspace_id: str, destination_id: 
 
 def delete_destination(session: Session, *, workspace_id: str, destination_id: str) -> None:
     row = get_owned(session, Destination, workspace_id=workspace_id, row_id=destination_id)
-    active = [
-        s.name
-        for s in list_owned(session, Sync, workspace_id=workspace_id, destination_id=row.id)
-        if s.status == "active"
-    ]
+    syncs = list_owned(session, Sync, workspace_id=workspace_id, destination_id=row.id)
+    active = [s.name for s in syncs if s.status == "active"]
     if active:
         raise ConflictError(
             f"destination {row.name!r} is used by active syncs "
             f"({', '.join(map(repr, active[:5]))}); pause or delete them first"
         )
+    for sync in syncs:
+        session.delete(sync)  # paused/draft syncs cannot deliver without their destination
+    session.flush()
     session.delete(row)
 
 

@@ -14,7 +14,7 @@ from sqlglot import exp
 
 from composable_dagster.catalog.export import CatalogRows
 from composable_dagster.catalog.schema_view import schema_from_rows
-from composable_dagster.catalog.tables import Model
+from composable_dagster.catalog.tables import Destination, Model, SplitGroup, Sync
 from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
 from composable_dagster.defs.resources import ActivationStoreResource
 from composable_dagster.defs.syncs import (
@@ -23,7 +23,18 @@ from composable_dagster.defs.syncs import (
     build_sync_asset,
     build_sync_schedule,
 )
-from composable_dagster.filters import FilterError, referenced_ids, referenced_model_ids
+from composable_dagster.destinations import destination_type
+from composable_dagster.destinations.pii import HASHED_FIELDS
+from composable_dagster.errors import DomainError
+from composable_dagster.filters import (
+    CatalogSchema,
+    FilterError,
+    referenced_ids,
+    referenced_model_ids,
+)
+from composable_dagster.sync.engine import SafetyConfig, SyncJob
+from composable_dagster.sync.plan import SyncMode, resolve_field_mapping
+from composable_dagster.sync.splits import GroupShare, split_ranges
 
 TableName = tuple[str | None, str]  # (schema, table), lower case
 
@@ -100,6 +111,10 @@ def catalog_definitions(
         for sync in rows.of_workspace(workspace.id, "syncs"):
             if sync.audience_id not in audience_keys or sync.destination_id not in destinations:
                 continue
+            job, problem = _sync_job(
+                sync, schema=schema, destination=destinations[sync.destination_id],
+                split_groups=rows.of_workspace(workspace.id, "split_groups"),
+            )  # fmt: skip
             spec = SyncAssetSpec(
                 key=sync_key(workspace.slug, sync.slug),
                 audience_key=audience_keys[sync.audience_id],
@@ -113,6 +128,8 @@ def catalog_definitions(
                 sync_mode=sync.sync_mode,
                 schedule=sync.schedule if _valid_cron(sync.schedule) else None,
                 status=sync.status,
+                job=job,
+                problem=problem,
             )
             assets.append(build_sync_asset(spec))
             if spec.schedule:
@@ -130,6 +147,46 @@ def catalog_definitions(
     return dg.Definitions(
         assets=assets, schedules=schedules, jobs=jobs, resources={"activation": activation}
     )
+
+
+def _sync_job(
+    sync: Sync,
+    *,
+    schema: CatalogSchema,
+    destination: Destination,
+    split_groups: Sequence[SplitGroup],
+) -> tuple[SyncJob | None, str]:
+    """The sync's run, resolved; or None and the reason it cannot run as stored."""
+    audience = schema.audiences[sync.audience_id]
+    parent = schema.models[audience.parent_model_id]
+    try:
+        kind = destination_type(destination.destination_type)
+        split = None
+        if sync.split_group_id is not None:
+            group = next(g for g in split_groups if g.id == sync.split_group_id)
+            shares = [
+                GroupShare(group_id=g.id, percentage=g.percentage, position=g.position)
+                for g in split_groups
+                if g.split_id == group.split_id
+            ]
+            split = split_ranges(group.split_id, shares)[group.id]
+        job = SyncJob(
+            sync_id=sync.id,
+            audience_id=sync.audience_id,
+            mode=SyncMode(sync.sync_mode),
+            fields=resolve_field_mapping(
+                sync.field_mapping, parent=parent, schema=schema, hashed_fields=HASHED_FIELDS
+            ),
+            parent=parent,
+            schema=schema,
+            destination=kind,
+            destination_config=kind.parse_config(destination.config),
+            safety=SafetyConfig.from_config(sync.config),
+            split=split,
+        )
+    except (DomainError, StopIteration, ValueError) as err:
+        return None, str(err) or type(err).__name__
+    return job, ""
 
 
 def _valid_cron(schedule: str | None) -> bool:

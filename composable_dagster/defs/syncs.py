@@ -5,14 +5,16 @@ found by `composable/sync_id` like API-triggered ones, and the per-sync run-queu
 dagster.yaml keeps runs of one sync from overlapping.
 """
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.errors import DomainError
+from composable_dagster.sync.engine import SyncJob, SyncReport, SyncSafetyError, run_sync
 
 SYNC_JOB_NAME = "composable_syncs"
 TAG_WORKSPACE = "composable/workspace_id"
@@ -34,6 +36,8 @@ class SyncAssetSpec:
     sync_mode: str
     schedule: str | None
     status: str
+    job: SyncJob | None  # None when the sync cannot run as stored (its status_error says why)
+    problem: str = ""
 
     def run_tags(self, trigger: str) -> Mapping[str, str]:
         return {TAG_WORKSPACE: self.workspace_id, TAG_SYNC: self.sync_id, TAG_TRIGGER: trigger}
@@ -57,19 +61,48 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
     def sync(
         context: dg.AssetExecutionContext, activation: ActivationStoreResource
     ) -> dg.MaterializeResult:
-        started = time.monotonic()
-        adds, removes = activation.store().plan_counts(
-            sync_id=spec.sync_id, audience_id=spec.audience_id
+        if spec.job is None:
+            raise dg.Failure(description=f"sync cannot run: {spec.problem}")
+        try:
+            report = run_sync(
+                activation.store(),
+                spec.job,
+                run_id=context.run_id,
+                now=datetime.now(UTC),
+                log=context.log.info,
+            )
+        except SyncSafetyError as err:
+            raise dg.Failure(
+                description=f"safety stop: {err}", metadata={"safety_stop": str(err)}
+            ) from err
+        except DomainError as err:
+            raise dg.Failure(description=str(err)) from err
+        context.log.info(
+            f"{spec.name}: +{report.added} ~{report.updated} -{report.removed} "
+            f"failed {report.failed} in {report.seconds:.2f} s"
         )
-        context.log.info(f"{spec.name}: plan {adds} to add, {removes} to remove")
-        metadata: dict[str, Any] = {
-            "rows_planned_add": dg.MetadataValue.int(adds),
-            "rows_planned_remove": dg.MetadataValue.int(removes),
-            "duration_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
-        }
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=sync_metadata(report))
 
     return sync
+
+
+def sync_metadata(report: SyncReport) -> dict[str, Any]:
+    """What the run did, as numbers the UI plots, plus a sample of per-row errors."""
+    metadata: dict[str, Any] = {
+        "rows_processed": dg.MetadataValue.int(report.processed),
+        "rows_added": dg.MetadataValue.int(report.added),
+        "rows_updated": dg.MetadataValue.int(report.updated),
+        "rows_removed": dg.MetadataValue.int(report.removed),
+        "rows_failed": dg.MetadataValue.int(report.failed),
+        "rows_per_second": dg.MetadataValue.float(round(report.rows_per_second, 1)),
+        "duration_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
+        "planned": dg.MetadataValue.json(report.planned),
+    }
+    if report.errors:
+        lines = ["| key | operation | error |", "|---|---|---|"]
+        lines += [f"| {k} | {op} | {reason.replace('|', '/')} |" for k, op, reason in report.errors]
+        metadata["row_errors"] = dg.MetadataValue.md("\n".join(lines))
+    return metadata
 
 
 def build_sync_schedule(spec: SyncAssetSpec) -> dg.ScheduleDefinition:

@@ -13,12 +13,13 @@ Heavy set work (diffs of memberships) is SQL in the engine; nothing is loaded in
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -67,7 +68,9 @@ class ActivationStore:
             # The compiled SQL names warehouse tables as schema.table: make the read-only
             # warehouse the default catalog, and qualify our own tables explicitly.
             dbapi_connection.execute("SET enable_progress_bar = false")  # no terminal output
-            dbapi_connection.execute(f"ATTACH {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)")
+            dbapi_connection.execute(
+                f"ATTACH IF NOT EXISTS {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)"
+            )
             dbapi_connection.execute(f"USE {WAREHOUSE_ALIAS}")
 
         sa.event.listen(engine, "connect", _attach_warehouse)
@@ -106,7 +109,7 @@ class ActivationStore:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging_sql}")
             conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(members)}")
             member_count = self._count(conn, staging)
-            if not self._exists(conn, current):
+            if not self.exists(conn, current):
                 conn.exec_driver_sql(rename)
                 return MembershipChange(member_count, None, None, None)
             previous_count = self._count(conn, current)
@@ -124,9 +127,9 @@ class ActivationStore:
         """(adds, removes): members the sync's snapshot lacks, and snapshot keys that left."""
         members, snapshot = self.members_table(audience_id), self.snapshot_table(sync_id)
         with self.transaction() as conn:
-            if not self._exists(conn, members):
+            if not self.exists(conn, members):
                 raise LookupError(f"audience {audience_id} has not been materialized yet")
-            if not self._exists(conn, snapshot):
+            if not self.exists(conn, snapshot):
                 return self._count(conn, members), 0
             return (
                 self._count_missing(conn, source=members, target=snapshot),
@@ -136,7 +139,7 @@ class ActivationStore:
     def member_count(self, audience_id: str) -> int | None:
         with self.transaction() as conn:
             table = self.members_table(audience_id)
-            return self._count(conn, table) if self._exists(conn, table) else None
+            return self._count(conn, table) if self.exists(conn, table) else None
 
     def member_keys(self, audience_id: str) -> set[object]:
         """All keys of a membership (for tests and small audiences only)."""
@@ -172,7 +175,7 @@ class ActivationStore:
         )
         return int(conn.exec_driver_sql(query.sql(dialect=self.dialect)).scalar_one())
 
-    def _exists(self, conn: sa.Connection, table: exp.Table) -> bool:
+    def exists(self, conn: sa.Connection, table: exp.Table) -> bool:
         tables = sa.table(
             "tables", sa.column("table_schema"), sa.column("table_name"),
             sa.column("table_catalog"), schema="information_schema",
@@ -192,10 +195,42 @@ class ActivationStore:
             yield  # the warehouse's own transactions serialize writers
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_suffix(".lock")
-        with lock_path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with _process_lock(self.path.with_suffix(".lock")):
+            yield
+
+
+class _FileLock:
+    """A cross-process lock (flock) that the holding process may take again (reentrant), so
+    the sync engine can commit on one connection while it streams from another."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.guard = threading.RLock()
+        self.depth = 0
+        self.handle: IO[str] | None = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.guard:
+            if self.depth == 0:
+                self.handle = self.path.open("a")
+                fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.depth += 1
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                self.depth -= 1
+                if self.depth == 0 and self.handle is not None:
+                    fcntl.flock(self.handle, fcntl.LOCK_UN)
+                    self.handle.close()
+                    self.handle = None
+
+
+_LOCKS: dict[Path, _FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: Path) -> AbstractContextManager[None]:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(path, _FileLock(path))
+    return lock.hold()

@@ -16,6 +16,8 @@ from composable_dagster.catalog import workspaces
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.settings import Settings
 
+from ..conftest import free_port
+
 WAREHOUSE_SQL = """
 CREATE SCHEMA analytics;
 CREATE TABLE analytics.customers (
@@ -62,7 +64,13 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, catalog_url: str, warehouse_url: str) -> Settings:
-    return Settings(home=tmp_path / "home", catalog_url=catalog_url, warehouse_url=warehouse_url)
+    # No Dagster in these tests: a free port, so reloads fail fast (and are only logged).
+    return Settings(
+        home=tmp_path / "home",
+        catalog_url=catalog_url,
+        warehouse_url=warehouse_url,
+        dagster_url=f"http://127.0.0.1:{free_port()}/graphql",
+    )
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
-from composable_dagster.api.deps import CallerDep, SessionDep, WarehouseDep
+from composable_dagster.api.deps import CallerDep, DagsterDep, SessionDep, WarehouseDep
+from composable_dagster.api.reload import reload_dagster
 from composable_dagster.api.schemas import (
     AudiencePublic,
     Deleted,
@@ -54,12 +55,18 @@ def list_audiences(session: SessionDep, caller: CallerDep) -> list[AudiencePubli
 
 @router.post("/audiences", response_model=AudiencePublic, status_code=status.HTTP_201_CREATED)
 def create_audience(
-    body: service.AudienceCreate, session: SessionDep, caller: CallerDep
+    body: service.AudienceCreate,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
 ) -> AudiencePublic:
-    """Create an audience; a filter tree that does not compile is a 400 naming its path."""
+    """Create an audience; a filter tree that does not compile is a 400 naming its path.
+    Dagster reloads in the background, and the audience's asset appears."""
     row = service.create_audience(
         session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
     )
+    background.add_task(reload_dagster, dagster)
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
@@ -72,18 +79,31 @@ def get_audience(aud_id: str, session: SessionDep, caller: CallerDep) -> Audienc
 
 @router.put("/audiences/{aud_id}", response_model=AudiencePublic)
 def update_audience(
-    aud_id: str, body: service.AudienceUpdate, session: SessionDep, caller: CallerDep
+    aud_id: str,
+    body: service.AudienceUpdate,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
 ) -> AudiencePublic:
     row = service.update_audience(
         session, workspace_id=caller.workspace_id, audience_id=aud_id, spec=body
     )
+    background.add_task(reload_dagster, dagster)
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
 @router.delete("/audiences/{aud_id}", response_model=Deleted)
-def delete_audience(aud_id: str, session: SessionDep, caller: CallerDep) -> Deleted:
+def delete_audience(
+    aud_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
+) -> Deleted:
     """Delete; 409 while an active sync (or another audience) references it."""
     service.delete_audience(session, workspace_id=caller.workspace_id, audience_id=aud_id)
+    background.add_task(reload_dagster, dagster)
     return Deleted()
 
 

@@ -1,0 +1,203 @@
+"""Syncs: the nine endpoints of the seed page. Runs are Dagster runs, read over GraphQL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, status
+from fastapi.responses import JSONResponse
+
+from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError, RunInfo
+from composable_dagster.api.deps import CallerDep, DagsterDep, SessionDep
+from composable_dagster.api.reload import reload_dagster
+from composable_dagster.api.runs import (
+    ACTIVE_STATUSES,
+    TAG_SYNC,
+    TAG_TRIGGER,
+    TAG_WORKSPACE,
+    latest_by_sync,
+    run_error,
+    run_object,
+    sync_runs,
+    ui_base,
+)
+from composable_dagster.api.schemas import Deleted, SyncPublic, SyncRunPublic
+from composable_dagster.catalog import syncs as service
+from composable_dagster.catalog.common import get_owned
+from composable_dagster.catalog.tables import Audience, Sync, Workspace
+from composable_dagster.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1/workspaces/{id}", tags=["syncs"])
+
+
+def schedule_name(session: SessionDep, sync: Sync) -> str | None:
+    workspace = session.get(Workspace, sync.workspace_id)
+    return f"{workspace.slug}__{sync.slug}__schedule" if workspace and sync.schedule else None
+
+
+def asset_paths(session: SessionDep, sync: Sync) -> tuple[list[str], list[str]]:
+    workspace = session.get(Workspace, sync.workspace_id)
+    audience = session.get(Audience, sync.audience_id)
+    assert workspace is not None and audience is not None
+    return [workspace.slug, "audiences", audience.slug], [workspace.slug, "syncs", sync.slug]
+
+
+def public(sync: Sync, runs: list[RunInfo] | None, client: DagsterClient) -> SyncPublic:
+    """The sync as stored, with what its runs say: last run, last success, error status."""
+    body = SyncPublic.model_validate(sync)
+    if not runs:
+        return body
+    update: dict[str, Any] = {"last_run_id": runs[0].run_id}
+    success = next((r for r in runs if r.status == "SUCCESS"), None)
+    if success is not None and success.end_time:
+        update["last_synced_at"] = run_object(
+            success, sync_id=sync.id, metadata=None, error=None, ui=""
+        )["completed_at"]
+    finished = next((r for r in runs if r.status in ("SUCCESS", "FAILURE")), None)
+    if sync.status == "active" and finished is not None and finished.status == "FAILURE":
+        update["status"] = "error"
+        update["status_error"] = run_error(client, finished.run_id)
+    return body.model_copy(update=update)
+
+
+def _runs_of_workspace(client: DagsterClient, workspace_id: str) -> dict[str, list[RunInfo]]:
+    try:
+        return latest_by_sync(client.runs(tags={TAG_WORKSPACE: workspace_id}, limit=1000))
+    except DagsterUnavailableError as err:
+        log.warning("sync runs unavailable: %s", err)
+        return {}
+
+
+def _public_many(syncs: list[Sync], client: DagsterClient, workspace_id: str) -> list[SyncPublic]:
+    runs = _runs_of_workspace(client, workspace_id) if syncs else {}
+    return [public(s, runs.get(s.id), client) for s in syncs]
+
+
+@router.get("/audience-syncs", response_model=list[SyncPublic])
+def list_syncs(session: SessionDep, caller: CallerDep, dagster: DagsterDep) -> list[SyncPublic]:
+    syncs = service.list_syncs(session, workspace_id=caller.workspace_id)
+    return _public_many(syncs, dagster, caller.workspace_id)
+
+
+@router.post("/audience-syncs", response_model=SyncPublic, status_code=status.HTTP_201_CREATED)
+def create_sync(
+    body: service.SyncCreate,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
+) -> SyncPublic:
+    """Create a sync; 400 names the field at fault. Dagster reloads to add its asset."""
+    row = service.create_sync(
+        session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
+    )
+    background.add_task(reload_dagster, dagster)
+    return SyncPublic.model_validate(row)
+
+
+@router.get("/audience-syncs/{sync_id}", response_model=SyncPublic)
+def get_sync(
+    sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep
+) -> SyncPublic:
+    row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
+    return _public_many([row], dagster, caller.workspace_id)[0]
+
+
+@router.put("/audience-syncs/{sync_id}", response_model=SyncPublic)
+def update_sync(
+    sync_id: str,
+    body: service.SyncUpdate,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
+) -> SyncPublic:
+    """Partial update. `status: paused` stops the schedule; `active` starts it again."""
+    row = service.update_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id, spec=body)
+    background.add_task(reload_dagster, dagster, schedule=schedule_name(session, row))
+    return SyncPublic.model_validate(row)
+
+
+@router.delete("/audience-syncs/{sync_id}", response_model=Deleted)
+def delete_sync(
+    sync_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    background: BackgroundTasks,
+) -> Deleted:
+    service.delete_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id)
+    background.add_task(reload_dagster, dagster)
+    return Deleted()
+
+
+@router.post(
+    "/audience-syncs/{sync_id}/trigger",
+    response_model=SyncRunPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": SyncRunPublic, "description": "a run was already queued or running"}},
+)
+def trigger_sync(sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep) -> Any:
+    """Start a run of the sync with its audience; 201 with the run. While a run of this sync
+    is queued or running, that run is returned instead (200): runs never overlap."""
+    row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
+    ui = ui_base(dagster.url)
+    active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
+    if active:
+        existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
+        return JSONResponse(existing, status_code=status.HTTP_200_OK)
+    audience_path, sync_path = asset_paths(session, row)
+    tags = {TAG_WORKSPACE: row.workspace_id, TAG_SYNC: row.id, TAG_TRIGGER: "api"}
+    try:
+        run = dagster.launch_assets([audience_path, sync_path], tags=tags)
+    except DagsterUnavailableError:
+        # The sync may be newer than Dagster's definitions: reload once, then launch.
+        dagster.reload_location()
+        run = dagster.launch_assets([audience_path, sync_path], tags=tags)
+    return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
+
+
+@router.get("/audience-syncs/{sync_id}/runs", response_model=list[SyncRunPublic])
+def list_runs(
+    sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep
+) -> list[dict[str, Any]]:
+    """The sync's runs, newest first (Dagster's run history)."""
+    row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
+    return sync_runs(dagster, sync_id=row.id, sync_asset_path=asset_paths(session, row)[1])
+
+
+@router.get("/audience-syncs/{sync_id}/runs/{run_id}", response_model=SyncRunPublic)
+def get_run(
+    sync_id: str, run_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep
+) -> dict[str, Any]:
+    row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
+    try:
+        run = dagster.run(run_id)
+    except DagsterUnavailableError as err:
+        if "not found" in str(err).lower():
+            raise NotFoundError("run", run_id) from err
+        raise
+    if run.tags.get(TAG_SYNC) != row.id:
+        raise NotFoundError("run", run_id)
+    metadata = {
+        m["run_id"]: m["metadata"]
+        for m in dagster.materializations(asset_paths(session, row)[1], limit=100)
+    }
+    return run_object(
+        run,
+        sync_id=row.id,
+        metadata=metadata.get(run.run_id),
+        error=run_error(dagster, run.run_id) if run.status == "FAILURE" else None,
+        ui=ui_base(dagster.url),
+    )
+
+
+@router.get("/audiences/{aud_id}/syncs", response_model=list[SyncPublic])
+def list_audience_syncs(
+    aud_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep
+) -> list[SyncPublic]:
+    get_owned(session, Audience, workspace_id=caller.workspace_id, row_id=aud_id)
+    syncs = service.list_syncs(session, workspace_id=caller.workspace_id, audience_id=aud_id)
+    return _public_many(syncs, dagster, caller.workspace_id)

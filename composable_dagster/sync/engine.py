@@ -1,0 +1,599 @@
+"""Running one sync: plan in SQL, safety checks, deliver in batches, commit what was confirmed.
+
+Guarantees (see docs/architecture.md, "Sync runs"):
+- Only keys the destination confirmed enter the snapshot; a failed key is retried next run.
+- Snapshot commits follow each confirmed batch (immediate destinations) or happen once,
+  with the pending publication recorded in the same transaction (file destinations), so a
+  crash at any point converges on the next run without a lost or duplicated member.
+- Nothing is loaded whole into memory: changes stream from the engine in Arrow batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pydantic
+import sqlalchemy as sa
+from sqlglot import exp
+
+from composable_dagster.destinations.base import (
+    DestinationType,
+    Operation,
+    RecordBatch,
+    SyncContext,
+)
+from composable_dagster.destinations.pii import apply_pii
+from composable_dagster.errors import DomainError, InvalidInputError
+from composable_dagster.filters import CatalogSchema
+from composable_dagster.filters.schema import ModelDef
+from composable_dagster.sync.plan import (
+    RECORDED_UNSENT,
+    SENT,
+    MappedField,
+    SplitRange,
+    SyncMode,
+    changes,
+    current_rows,
+    empty_like,
+    mapping_fingerprint,
+    snapshot_columns,
+)
+from composable_dagster.warehouse.activation import ActivationStore
+
+ERROR_SAMPLE = 20
+
+
+class SyncSafetyError(DomainError):
+    """The run would do something a sync should never do unasked; nothing was sent."""
+
+
+class SafetyConfig(pydantic.BaseModel):
+    """The safety settings a sync's `config` may override."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    allow_empty_mirror: bool = False
+    max_remove_share: float = pydantic.Field(default=0.5, ge=0, le=1)
+    batch_size: int | None = pydantic.Field(default=None, ge=1, le=1_000_000)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SafetyConfig:
+        try:
+            return cls.model_validate(config)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidInputError(f"config.{where}", first["msg"]) from err
+
+
+@dataclass(frozen=True, slots=True)
+class SyncJob:
+    """One sync, resolved from the catalog: everything a run needs."""
+
+    sync_id: str
+    audience_id: str
+    mode: SyncMode
+    fields: Sequence[MappedField]
+    parent: ModelDef
+    schema: CatalogSchema
+    destination: DestinationType
+    destination_config: pydantic.BaseModel
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    split: SplitRange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    planned: dict[str, int]
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: Sequence[tuple[str, str, str]] = field(default_factory=tuple)  # key, op, reason
+
+    @property
+    def processed(self) -> int:
+        return self.added + self.updated + self.removed + self.failed
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Tables:
+    """Names of one sync's tables in the activation store."""
+
+    def __init__(self, store: ActivationStore, sync_id: str, *, field_count: int = 0) -> None:
+        self.sync_id = sync_id
+        self.field_count = field_count
+        tag = sync_id.replace("-", "")
+        self.snapshot = store.snapshot_table(sync_id)
+        self.current = store.table(f"current_{tag}")
+        self.changes = store.table(f"changes_{tag}")
+        self.errors = store.table(f"errors_{tag}")
+        self.state = store.table("sync_state")
+
+
+def run_sync(
+    store: ActivationStore,
+    job: SyncJob,
+    *,
+    run_id: str,
+    now: datetime,
+    log: Callable[[str], None] = lambda _: None,
+) -> SyncReport:
+    """Plan, check, deliver and commit one run of `job`. Raises SyncSafetyError before
+    sending anything when a safety rule trips, and re-raises destination failures after
+    committing every batch that was confirmed before them."""
+    started = time.monotonic()
+    tables = _Tables(store, job.sync_id, field_count=len(job.fields))
+    capabilities = job.destination.capabilities
+    _recover(store, job, tables)
+    planned, members, snapshot_size = _plan(store, job, tables, now=now)
+    log(f"planned {planned} from {members} members against {snapshot_size} delivered")
+    _check_safety(job, planned=planned, members=members, snapshot_size=snapshot_size)
+
+    context = SyncContext(
+        sync_id=job.sync_id,
+        run_id=run_id,
+        mode=job.mode,
+        hashed_fields=frozenset(f.destination_field for f in job.fields if f.pii),
+    )
+    full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
+    deferred = capabilities.deferred_publish
+    batch_size = job.safety.batch_size or capabilities.batch_size
+    counts = {"add": 0, "update": 0, "remove": 0}
+    errors: list[tuple[str, str, str]] = []
+    failed = _record_duplicates(store, tables, run_id=run_id, errors=errors)
+
+    connector = job.destination.open(job.destination_config, context=context)
+    try:
+        if deferred:
+            _reset_confirmed(store, tables)
+        for op, source in _sends(job.mode, full_snapshot=full_snapshot, tables=tables):
+            for batch in _batches(store, source, op=op, job=job, batch_size=batch_size):
+                result = connector.deliver(batch)
+                failures = dict(result.failed)
+                if failures:
+                    _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
+                    errors.extend((k, op, v) for k, v in failures.items())
+                    failed += len(failures)
+                if deferred:
+                    _remember_confirmed(store, tables, op=op, keys=result.confirmed)
+                else:
+                    _commit(store, tables, op=op, keys=result.confirmed)
+                counts[op] += len(result.confirmed)
+        for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
+            _commit_unsent(store, tables, op=op)
+        token = connector.stage()
+        if deferred:
+            _commit_deferred(store, tables, full_snapshot=full_snapshot, token=token)
+            if token is not None:
+                job.destination.publish(job.destination_config, token)
+                _set_state(store, tables, job.sync_id, pending_token=None)
+    except BaseException:
+        connector.close(success=False)
+        raise
+    connector.close(success=True)
+    _finish(store, tables, job)
+    if full_snapshot:
+        # Every member was written; what changed in the destination's copy is the diff.
+        counts = {op: planned.get(op, 0) for op in ("add", "update", "remove")}
+    return SyncReport(
+        planned=planned,
+        added=counts["add"],
+        updated=counts["update"],
+        removed=counts["remove"],
+        failed=failed,
+        seconds=time.monotonic() - started,
+        errors=tuple(errors[:ERROR_SAMPLE]),
+    )
+
+
+def recent_errors(store: ActivationStore, sync_id: str, *, run_id: str) -> list[dict[str, str]]:
+    """Per-row errors of one run of a sync (what the API and the UI show)."""
+    tables = _Tables(store, sync_id)
+    with store.transaction() as conn:
+        if not _exists(store, conn, tables.errors):
+            return []
+        query = (
+            sa.select(sa.column("entity_key"), sa.column("operation"), sa.column("error"))
+            .select_from(sa.text(_sql(store, tables.errors)))
+            .where(sa.column("run_id") == run_id)
+            .order_by(sa.column("entity_key"))
+        )
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+def _plan(
+    store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime
+) -> tuple[dict[str, int], int, int]:
+    members = store.members_table(job.audience_id)
+    with store.transaction() as conn:
+        if not _exists(store, conn, members):
+            raise SyncSafetyError(
+                f"audience {job.audience_id} has no materialized membership yet; "
+                "materialize the audience first"
+            )
+        current = current_rows(
+            members=members, parent=job.parent, fields=job.fields, schema=job.schema,
+            split=job.split, dialect=store.dialect, now=now,
+        )  # fmt: skip
+        engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
+        fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
+        _replace(store, conn, tables.current, current)
+        if not _exists(store, conn, tables.snapshot):
+            _create(
+                store, conn, tables.snapshot,
+                empty_like(tables.current, field_count=tables.field_count),
+            )  # fmt: skip
+        elif _state(store, conn, tables, job.sync_id).get("fingerprint") not in (None, fingerprint):
+            _reset_snapshot_hashes(store, conn, tables)
+        _set_state(store, tables, job.sync_id, fingerprint_pending=fingerprint, conn=conn)
+        diff = changes(
+            current=_select_all(tables.current), snapshot=tables.snapshot,
+            field_count=len(job.fields), resend_all=False,
+        )  # fmt: skip
+        _replace(store, conn, tables.changes, diff)
+        rows = conn.exec_driver_sql(
+            f"SELECT operation, count(*) FROM {_sql(store, tables.changes)} "
+            "WHERE key_rows = 1 GROUP BY operation"
+        ).all()
+        member_count = _scalar(
+            conn, store, f"SELECT count(DISTINCT entity_key) FROM {_sql(store, tables.current)}"
+        )
+        snapshot_size = _scalar(conn, store, f"SELECT count(*) FROM {_sql(store, tables.snapshot)}")
+    planned = {"add": 0, "update": 0, "remove": 0} | {op: int(n) for op, n in rows}
+    return planned, member_count, snapshot_size
+
+
+def _check_safety(
+    job: SyncJob, *, planned: dict[str, int], members: int, snapshot_size: int
+) -> None:
+    wipes = job.mode == SyncMode.MIRROR and members == 0 and snapshot_size > 0
+    if wipes and not job.safety.allow_empty_mirror:
+        raise SyncSafetyError(
+            f"the audience is empty while {snapshot_size} members were delivered before; "
+            "refusing to mirror an empty audience (a broken source would wipe the "
+            "destination). Set config.allow_empty_mirror to true if this is intended."
+        )
+    removes = planned.get("remove", 0) if "remove" in SENT[job.mode] else 0
+    if snapshot_size and removes / snapshot_size > job.safety.max_remove_share:
+        raise SyncSafetyError(
+            f"this run would remove {removes} of {snapshot_size} delivered members "
+            f"({removes / snapshot_size:.0%}), more than the allowed "
+            f"{job.safety.max_remove_share:.0%}; raise config.max_remove_share to allow it"
+        )
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+def _sends(
+    mode: SyncMode, *, full_snapshot: bool, tables: _Tables
+) -> Iterator[tuple[str, exp.Select]]:
+    if full_snapshot:
+        yield "add", _select_all(tables.current).where(exp.column("key_rows").eq(1))
+        return
+    for op in ("remove", "update", "add"):
+        if op in SENT[mode]:
+            yield (
+                op,
+                _select_all(tables.changes).where(
+                    exp.and_(
+                        exp.column("operation").eq(exp.Literal.string(op)),
+                        exp.column("key_rows").eq(1),
+                    )
+                ),
+            )
+
+
+def _batches(
+    store: ActivationStore, source: exp.Select, *, op: str, job: SyncJob, batch_size: int
+) -> Iterator[RecordBatch]:
+    names = [f.destination_field for f in job.fields]
+    hashing = {f.destination_field: f.pii for f in job.fields if f.pii}
+    query = source.order_by("entity_key")
+    for arrow in _stream(store, query, batch_size=batch_size):
+        keys = [str(k) for k in arrow.column("entity_key").to_pylist()]
+        hashes = [str(h) for h in arrow.column("row_hash").to_pylist()]
+        rows = pa.table({name: arrow.column(f"f{i}") for i, name in enumerate(names)})
+        if hashing:
+            rows = apply_pii(rows, hashing)
+        digest = hashlib.sha256(f"{job.sync_id}|{op}".encode())
+        for key, row_hash in zip(keys, hashes, strict=True):
+            digest.update(f"|{key}:{row_hash}".encode())
+        yield RecordBatch(
+            operation=Operation(op), keys=keys, rows=rows, idempotency_key=digest.hexdigest()[:40]
+        )
+
+
+def _stream(store: ActivationStore, query: exp.Select, *, batch_size: int) -> Iterator[pa.Table]:
+    sql = _sql(store, query)
+    with store.transaction() as conn:
+        if store.dialect == "duckdb":
+            raw = conn.connection.driver_connection
+            reader = raw.sql(sql).to_arrow_reader(batch_size)
+            for record_batch in reader:
+                if record_batch.num_rows:
+                    yield pa.Table.from_batches([record_batch])
+            return
+        result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
+        names = list(result.keys())
+        for rows in result.partitions(batch_size):
+            yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+
+# --- commits ----------------------------------------------------------------------------
+
+
+def _commit(store: ActivationStore, tables: _Tables, *, op: str, keys: Sequence[str]) -> None:
+    if not keys:
+        return
+    with store.transaction() as conn, _keys_table(store, conn, keys) as key_table:
+        snapshot, changes_sql = _sql(store, tables.snapshot), _sql(store, tables.changes)
+        conn.exec_driver_sql(
+            f"DELETE FROM {snapshot} WHERE entity_key IN (SELECT entity_key FROM {key_table})"
+        )
+        if op != "remove":
+            conn.exec_driver_sql(
+                f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} FROM {changes_sql} "
+                f"WHERE operation = '{op}' AND key_rows = 1 "
+                f"AND entity_key IN (SELECT entity_key FROM {key_table})"
+            )
+
+
+def _commit_unsent(store: ActivationStore, tables: _Tables, *, op: str) -> None:
+    """Record members in the snapshot without delivering them (remove mode)."""
+    with store.transaction() as conn:
+        snapshot, changes_sql = _sql(store, tables.snapshot), _sql(store, tables.changes)
+        where = f"operation = '{op}' AND key_rows = 1"
+        conn.exec_driver_sql(
+            f"DELETE FROM {snapshot} WHERE entity_key IN "
+            f"(SELECT entity_key FROM {changes_sql} WHERE {where})"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} FROM {changes_sql} "
+            f"WHERE {where}"
+        )
+
+
+def _confirmed_table(store: ActivationStore, tables: _Tables) -> exp.Table:
+    return store.table(tables.changes.name.replace("changes_", "confirmed_"))
+
+
+def _reset_confirmed(store: ActivationStore, tables: _Tables) -> None:
+    with store.transaction() as conn:
+        table = _sql(store, _confirmed_table(store, tables))
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        conn.exec_driver_sql(f"CREATE TABLE {table} (entity_key VARCHAR, operation VARCHAR)")
+
+
+def _remember_confirmed(
+    store: ActivationStore, tables: _Tables, *, op: str, keys: Sequence[str]
+) -> None:
+    if not keys:
+        return
+    with store.transaction() as conn, _keys_table(store, conn, keys) as key_table:
+        conn.exec_driver_sql(
+            f"INSERT INTO {_sql(store, _confirmed_table(store, tables))} "
+            f"SELECT entity_key, '{op}' FROM {key_table}"
+        )
+
+
+def _commit_deferred(
+    store: ActivationStore, tables: _Tables, *, full_snapshot: bool, token: str | None
+) -> None:
+    """One transaction: the snapshot of everything confirmed, and the pending publication."""
+    confirmed = _sql(store, _confirmed_table(store, tables))
+    snapshot = _sql(store, tables.snapshot)
+    with store.transaction() as conn:
+        if full_snapshot:
+            conn.exec_driver_sql(f"DELETE FROM {snapshot}")
+            conn.exec_driver_sql(
+                f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} "
+                f"FROM {_sql(store, tables.current)} WHERE key_rows = 1 "
+                f"AND entity_key IN (SELECT entity_key FROM {confirmed})"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"DELETE FROM {snapshot} WHERE entity_key IN (SELECT entity_key FROM {confirmed})"
+            )
+            conn.exec_driver_sql(
+                f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables, prefix='c.')} "
+                f"FROM {_sql(store, tables.changes)} AS c JOIN {confirmed} AS k "
+                "ON k.entity_key = c.entity_key AND k.operation = c.operation "
+                "WHERE c.operation <> 'remove' AND c.key_rows = 1"
+            )
+        _set_state(store, tables, tables.sync_id, pending_token=token, conn=conn)
+
+
+def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
+    """Publish what a crashed run committed but did not publish."""
+    with store.transaction() as conn:
+        token = _state(store, conn, tables, job.sync_id).get("pending_token")
+    if token:
+        job.destination.publish(job.destination_config, token)
+        _set_state(store, tables, job.sync_id, pending_token=None)
+
+
+def _finish(store: ActivationStore, tables: _Tables, job: SyncJob) -> None:
+    with store.transaction() as conn:
+        state = _state(store, conn, tables, job.sync_id)
+        _set_state(
+            store, tables, job.sync_id, fingerprint=state.get("fingerprint_pending"), conn=conn
+        )
+        for table in (tables.changes, tables.current, _confirmed_table(store, tables)):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def _record_duplicates(
+    store: ActivationStore, tables: _Tables, *, run_id: str, errors: list[tuple[str, str, str]]
+) -> int:
+    with store.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT entity_key, operation, max(key_rows) FROM {_sql(store, tables.changes)} "
+            "WHERE key_rows > 1 OR entity_key IS NULL GROUP BY entity_key, operation"
+        ).all()
+    failures: dict[str, str] = {}
+    for key, _op, n in rows:
+        reason = "NULL entity key" if key is None else f"duplicate key: {n} source rows"
+        failures[str(key)] = reason
+    if failures:
+        _record_errors(store, tables, run_id=run_id, op="reject", failures=failures)
+        errors.extend((k, "reject", v) for k, v in failures.items())
+    return len(failures)
+
+
+def _record_errors(
+    store: ActivationStore, tables: _Tables, *, run_id: str, op: str, failures: dict[str, str]
+) -> None:
+    with store.transaction() as conn:
+        table = _sql(store, tables.errors)
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {table} (run_id VARCHAR, entity_key VARCHAR, "
+            "operation VARCHAR, error VARCHAR)"
+        )
+        insert = sa.text(f"INSERT INTO {table} VALUES (:run_id, :entity_key, :operation, :error)")
+        conn.execute(
+            insert,
+            [{"run_id": run_id, "entity_key": k, "operation": op, "error": v[:1000]}
+             for k, v in failures.items()],
+        )  # fmt: skip
+
+
+# --- state and SQL helpers --------------------------------------------------------------
+
+
+def _state(
+    store: ActivationStore, conn: sa.Connection, tables: _Tables, sync_id: str
+) -> dict[str, Any]:
+    _ensure_state(store, conn, tables)
+    row = conn.execute(
+        sa.text(f"SELECT fingerprint, fingerprint_pending, pending_token FROM "
+                f"{_sql(store, tables.state)} WHERE sync_id = :s"), {"s": sync_id}
+    ).first()  # fmt: skip
+    return dict(row._mapping) if row is not None else {}
+
+
+def _set_state(
+    store: ActivationStore,
+    tables: _Tables,
+    sync_id: str,
+    *,
+    conn: sa.Connection | None = None,
+    **values: str | None,
+) -> None:
+    if conn is None:
+        with store.transaction() as own:
+            _set_state(store, tables, sync_id, conn=own, **values)
+        return
+    state = _state(store, conn, tables, sync_id) or {
+        "fingerprint": None, "fingerprint_pending": None, "pending_token": None,
+    }  # fmt: skip
+    state.update(values)
+    table = _sql(store, tables.state)
+    conn.execute(sa.text(f"DELETE FROM {table} WHERE sync_id = :s"), {"s": sync_id})
+    conn.execute(
+        sa.text(f"INSERT INTO {table} VALUES (:s, :f, :fp, :t)"),
+        {"s": sync_id, "f": state["fingerprint"], "fp": state["fingerprint_pending"],
+         "t": state["pending_token"]},
+    )  # fmt: skip
+
+
+def _ensure_state(store: ActivationStore, conn: sa.Connection, tables: _Tables) -> None:
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {_sql(store, tables.state)} (sync_id VARCHAR PRIMARY KEY, "
+        "fingerprint VARCHAR, fingerprint_pending VARCHAR, pending_token VARCHAR)"
+    )
+
+
+def _reset_snapshot_hashes(store: ActivationStore, conn: sa.Connection, tables: _Tables) -> None:
+    """After a mapping or engine change: keep who was delivered, forget what was sent, so
+    every stable member is resent once. Removes then carry no previous values."""
+    snapshot = _sql(store, tables.snapshot)
+    template = empty_like(tables.current, field_count=tables.field_count)
+    fresh = store.table(tables.snapshot.name + "_reset")
+    fields = snapshot_columns(tables.field_count)[2:]
+    rebuilt = (
+        exp.select(exp.column("entity_key", "s"), exp.alias_(exp.Literal.string(""), "row_hash"),
+                   *[exp.column(f, "e") for f in fields])
+        .from_(tables.snapshot.copy().as_("s"))
+        .join(template.subquery("e"), on=exp.false(), join_type="left")
+    )  # fmt: skip
+    _replace(store, conn, fresh, rebuilt)
+    conn.exec_driver_sql(f"DROP TABLE {snapshot}")
+    conn.exec_driver_sql(
+        f"ALTER TABLE {_sql(store, fresh)} RENAME TO "
+        f"{_sql(store, exp.to_identifier(tables.snapshot.name, quoted=True))}"
+    )
+
+
+def _snapshot_columns(tables: _Tables, *, prefix: str = "") -> str:
+    return ", ".join(prefix + name for name in snapshot_columns(tables.field_count))
+
+
+def _select_all(table: exp.Table) -> exp.Select:
+    return exp.select("*").from_(table.copy())
+
+
+def _replace(
+    store: ActivationStore, conn: sa.Connection, table: exp.Table, query: exp.Expression
+) -> None:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
+    _create(store, conn, table, query)
+
+
+def _create(
+    store: ActivationStore, conn: sa.Connection, table: exp.Table, query: exp.Expression
+) -> None:
+    conn.exec_driver_sql(f"CREATE TABLE {_sql(store, table)} AS {_sql(store, query)}")
+
+
+def _exists(store: ActivationStore, conn: sa.Connection, table: exp.Table) -> bool:
+    return store.exists(conn, table)
+
+
+def _scalar(conn: sa.Connection, store: ActivationStore, sql: str) -> int:
+    return int(conn.exec_driver_sql(sql).scalar() or 0)
+
+
+def _sql(store: ActivationStore, expression: exp.Expression) -> str:
+    return expression.sql(dialect=store.dialect)
+
+
+@contextmanager
+def _keys_table(store: ActivationStore, conn: sa.Connection, keys: Sequence[str]) -> Iterator[str]:
+    """A relation named by the returned SQL holding `keys` (column entity_key)."""
+    if store.dialect == "duckdb":
+        raw = conn.connection.driver_connection
+        raw.register("composable_keys", pa.table({"entity_key": pa.array(keys, pa.string())}))
+        try:
+            yield "composable_keys"
+        finally:
+            raw.unregister("composable_keys")
+        return
+    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS composable_keys (entity_key TEXT)")
+    conn.exec_driver_sql("TRUNCATE composable_keys")
+    raw = conn.connection.driver_connection
+    with (
+        raw.cursor() as cursor,
+        cursor.copy("COPY composable_keys (entity_key) FROM STDIN") as copy,
+    ):
+        for key in keys:
+            copy.write_row((key,))
+    yield "composable_keys"
