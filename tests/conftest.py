@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+
+from composable_dagster.api.dagster_client import DagsterClient
 
 
 def _server_url() -> sa.URL:
@@ -112,3 +115,47 @@ def wait_for_http(url: str, *, timeout: float, process: subprocess.Popen | None 
             pass
         time.sleep(0.3)
     pytest.fail(f"{url} did not answer within {timeout} s")
+
+
+@dataclass(frozen=True)
+class RunningSystem:
+    """`composable serve` (dagster dev + API) on free ports over the demo workspace."""
+
+    api: str
+    dagster: DagsterClient
+    headers: dict[str, str]
+    workspace_url: str
+
+
+@pytest.fixture(scope="session")
+def running_system(demo_env: DemoEnv) -> Iterator[RunningSystem]:
+    dagster_port, api_port = free_port(), free_port()
+    log = (demo_env.cwd / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "composable_dagster.cli", "serve",
+         "--dagster-port", str(dagster_port), "--api-port", str(api_port)],
+        cwd=demo_env.cwd, env=demo_env.env, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{api_port}/docs", timeout=60, process=serve)
+        wait_for_http(f"http://127.0.0.1:{dagster_port}/server_info", timeout=180, process=serve)
+        workspace_id = demo_env.init_output["workspace_id"]
+        yield RunningSystem(
+            api=f"http://127.0.0.1:{api_port}",
+            dagster=DagsterClient(
+                f"http://127.0.0.1:{dagster_port}/graphql", location="composable"
+            ),
+            headers={
+                "Authorization": f"Bearer {demo_env.init_output['api_key']}",
+                "X-Workspace-ID": workspace_id,
+            },
+            workspace_url=f"http://127.0.0.1:{api_port}/api/v1/workspaces/{workspace_id}",
+        )
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+        log.close()

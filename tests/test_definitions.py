@@ -26,15 +26,13 @@ def demo_settings(demo_env: DemoEnv, monkeypatch: pytest.MonkeyPatch) -> Setting
 
 def test_definitions_load_with_dbt_assets(demo_settings: Settings, tmp_path: Path) -> None:
     # A fresh state directory: the manifest is parsed on load, nothing prepared by hand.
-    settings = Settings(
-        home=tmp_path / "fresh", warehouse_url=demo_settings.resolved_warehouse_url
-    )
+    settings = Settings(home=tmp_path / "fresh", warehouse_url=demo_settings.resolved_warehouse_url)
     defs = dbt_definitions(settings)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"customers", "orders", "events"} <= keys
     assert (tmp_path / "fresh" / "dbt" / "duckdb" / "manifest.json").is_file()
     orders = defs.resolve_asset_graph().get(dg.AssetKey("orders"))
-    assert dg.AssetKey("raw/orders".split("/")) in orders.parent_keys
+    assert dg.AssetKey(["raw", "orders"]) in orders.parent_keys
 
 
 def test_materialize_dbt_assets(demo_settings: Settings) -> None:
@@ -42,9 +40,7 @@ def test_materialize_dbt_assets(demo_settings: Settings) -> None:
     assets = list(defs.assets or [])
     result = dg.materialize(assets, resources=dict(defs.resources or {}))
     assert result.success
-    materialized = {
-        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
-    }
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {"customers", "orders", "events"}
     path = demo_settings.resolved_warehouse_url.removeprefix("duckdb:///")
     with duckdb.connect(path, read_only=True) as con:

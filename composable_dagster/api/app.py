@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from composable_dagster.api.errors import install_error_handlers
+from composable_dagster.api.reload import ReloadTracker
 from composable_dagster.api.routers import (
     audiences,
     destinations,
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Zeotap Composable-compatible Audiences and Syncs API, run by Dagster.",
     )
     app.state.settings = settings
+    app.state.reloads = ReloadTracker()
     install_error_handlers(app)
     for router in (
         workspaces, models, relationships, traits, destinations, audiences, syncs,

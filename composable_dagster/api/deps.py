@@ -14,6 +14,7 @@ from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from composable_dagster.api.dagster_client import DagsterClient
+from composable_dagster.api.reload import ReloadTracker
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.catalog.tables import ApiKey
 from composable_dagster.catalog.workspaces import find_active_key
@@ -100,3 +101,10 @@ def get_dagster(settings: SettingsDep) -> DagsterClient:
 
 
 DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]
+
+
+def get_reloads(request: Request) -> ReloadTracker:
+    return request.app.state.reloads
+
+
+ReloadsDep = Annotated[ReloadTracker, Depends(get_reloads)]

@@ -3,13 +3,23 @@
 from composable_dagster.destinations.base import (
     Capabilities,
     ConnectionCheck,
+    Connector,
+    DeliveryError,
+    DeliveryResult,
     DestinationType,
+    Operation,
+    RecordBatch,
+    SyncContext,
     SyncMode,
 )
 from composable_dagster.destinations.file import FileDestination
+from composable_dagster.destinations.postgres import PostgresDestination
+from composable_dagster.destinations.webhook import WebhookDestination
 from composable_dagster.errors import InvalidInputError
 
-DESTINATION_TYPES: dict[str, DestinationType] = {t.name: t for t in (FileDestination(),)}
+DESTINATION_TYPES: dict[str, DestinationType] = {
+    t.name: t for t in (FileDestination(), PostgresDestination(), WebhookDestination())
+}
 
 
 def destination_type(name: str, *, field: str = "destination_type") -> DestinationType:
@@ -27,7 +37,13 @@ __all__ = [
     "DESTINATION_TYPES",
     "Capabilities",
     "ConnectionCheck",
+    "Connector",
+    "DeliveryError",
+    "DeliveryResult",
     "DestinationType",
+    "Operation",
+    "RecordBatch",
+    "SyncContext",
     "SyncMode",
     "destination_type",
 ]

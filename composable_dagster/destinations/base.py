@@ -1,13 +1,31 @@
-"""What every destination type declares: its config, its capabilities, a connection test."""
+"""What every destination type declares: its config, its capabilities, a connection test.
+
+The delivery contract between the sync engine and a connector, per run:
+
+1. `conn = dest_type.open(config, context=SyncContext(...))`;
+2. `conn.deliver(batch)` for each `RecordBatch` of the diff (one operation per batch);
+3. `token = conn.stage()` after the last batch of a successful run;
+4. the engine commits its snapshot (for `deferred_publish` destinations: once, here, with
+   `token` recorded in the same transaction);
+5. `dest_type.publish(config, token)` when `token` is not None;
+6. `conn.close(success=...)`, always.
+
+Keys a connector reports in `DeliveryResult.confirmed` are committed by the engine right after
+`deliver` returns (for destinations without deferred publication), so "confirmed" must mean
+"durably applied by the destination". Per-record rejections go to `DeliveryResult.failed`;
+a connector raises `DeliveryError` only when the whole destination fails after its retries,
+and the run then stops.
+"""
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pyarrow as pa
 import pydantic
 
 from composable_dagster.errors import InvalidInputError
@@ -20,11 +38,104 @@ class SyncMode(enum.StrEnum):
     UPSERT = "upsert"
 
 
+class Operation(enum.StrEnum):
+    ADD = "add"
+    UPDATE = "update"
+    REMOVE = "remove"
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     modes: frozenset[SyncMode]
     batch_size: int
     requests_per_second: float | None = None  # None: no rate limit of the destination's own
+    # True for file-like destinations that cannot remove single records: in mirror mode
+    # they receive every current member each run (as ADD batches) and replace their copy.
+    mirror_as_full_snapshot: bool = False
+    # True when delivered records only become visible at `DestinationType.publish` (a file
+    # renamed into place): the engine commits its snapshot once, after `Connector.stage()`,
+    # recording the returned token in the same transaction, and publishes afterwards.
+    deferred_publish: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncContext:
+    """What a connector knows about the run it delivers for."""
+
+    sync_id: str
+    run_id: str
+    mode: SyncMode
+    # Destination fields whose values the engine hashed (SHA-256) before delivery.
+    hashed_fields: frozenset[str] = frozenset()
+    # Destination fields of the mapping, in order (the columns of every batch's `rows`).
+    # Connectors with a schema check it at `open` (empty: unknown, checked at the first batch).
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """One batch of changes of a single operation, ordered by key.
+
+    `rows` has one column per destination field of the field mapping, in mapping order
+    (values already normalised/hashed where the mapping asks); `keys[i]` is the entity key
+    of `rows` row i. REMOVE batches carry the last delivered values of the removed rows.
+    `idempotency_key` is derived from the batch's content (sync, operation, keys and row
+    hashes), so a batch re-sent after a crash carries the same key and a receiver can
+    de-duplicate it.
+    """
+
+    operation: Operation
+    keys: Sequence[str]
+    rows: pa.Table
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """Which keys of a batch the destination confirmed, and why the others failed."""
+
+    confirmed: Sequence[str]
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
+class DeliveryError(Exception):
+    """The whole destination failed (after retries); the message names it and the cause."""
+
+    def __init__(self, destination: str, cause: str) -> None:
+        super().__init__(f"destination {destination}: {cause}")
+        self.destination = destination
+        self.cause = cause
+
+
+class Connector(ABC):
+    """An open connection to a destination for one run (see the module docstring).
+
+    Keys in `DeliveryResult.confirmed` are durably applied when `deliver` returns: the engine
+    commits them to its snapshot straight away (unless the type has `deferred_publish`).
+    """
+
+    @abstractmethod
+    def deliver(self, batch: RecordBatch) -> DeliveryResult:
+        """Send one batch; never raise for per-record rejections (report them as failed).
+
+        Raise only for failures of the whole destination after retries are exhausted; the
+        engine then stops the run and commits nothing of the failed batch.
+        """
+
+    def stage(self) -> str | None:
+        """Finish writing after the last batch of a successful run.
+
+        Returns a token for deferred publication (file destinations: the path of the written
+        part file), which the engine stores with its snapshot and passes to
+        `DestinationType.publish`; None when delivered records are already visible.
+        """
+        return None
+
+    def close(self, *, success: bool) -> None:  # noqa: B027 - most connectors hold nothing
+        """Release resources; `success` is False when the run failed (discard staged output).
+
+        Called after `publish`, so it must not undo output that was already published.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +164,18 @@ class DestinationType(ABC):
     @abstractmethod
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
         """Reach the destination with `config` and say whether it accepts writes."""
+
+    @abstractmethod
+    def open(self, config: pydantic.BaseModel, *, context: SyncContext) -> Connector:
+        """A connector delivering one run's batches."""
+
+    def batch_size(self, config: pydantic.BaseModel) -> int:
+        """Rows per `RecordBatch` the engine should send for `config` (a config may lower it)."""
+        return self.capabilities.batch_size
+
+    def publish(self, config: pydantic.BaseModel, token: str) -> None:  # noqa: B027
+        """Make output staged under `token` (from `Connector.stage`) visible.
+
+        Idempotent: publishing an already-published token is a no-op, because the engine calls
+        it again to recover after a crash between its snapshot commit and publication.
+        """

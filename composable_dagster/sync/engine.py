@@ -155,6 +155,7 @@ def run_sync(
     failed = _record_duplicates(store, tables, run_id=run_id, errors=errors)
 
     connector = job.destination.open(job.destination_config, context=context)
+    committed = False  # once the snapshot names the staged output, that output must survive
     try:
         if deferred:
             _reset_confirmed(store, tables)
@@ -176,11 +177,12 @@ def run_sync(
         token = connector.stage()
         if deferred:
             _commit_deferred(store, tables, full_snapshot=full_snapshot, token=token)
+            committed = True
             if token is not None:
                 job.destination.publish(job.destination_config, token)
                 _set_state(store, tables, job.sync_id, pending_token=None)
     except BaseException:
-        connector.close(success=False)
+        connector.close(success=committed)
         raise
     connector.close(success=True)
     _finish(store, tables, job)

@@ -131,8 +131,10 @@ def current_rows(
     """`entity_key, key_rows, row_hash, f0…fn` for every member (of the split group)."""
     key = exp.column("entity_key", "m")
     parent_source = _model_source(parent, dialect)
+    # Distinct members: a duplicated parent row must count once per source row below.
+    distinct_members = exp.select("entity_key").distinct().from_(members.copy())
     select = exp.select(exp.alias_(exp.cast(key, "VARCHAR"), "entity_key")).from_(
-        members.copy().as_("m")
+        distinct_members.subquery("m")
     )
     select = select.join(
         parent_source.as_("p"),

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, status
 
-from composable_dagster.api.deps import CallerDep, DagsterDep, SessionDep, WarehouseDep
-from composable_dagster.api.reload import reload_dagster
+from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep, WarehouseDep
 from composable_dagster.api.schemas import (
     AudiencePublic,
     Deleted,
@@ -60,13 +59,14 @@ def create_audience(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> AudiencePublic:
     """Create an audience; a filter tree that does not compile is a 400 naming its path.
     Dagster reloads in the background, and the audience's asset appears."""
     row = service.create_audience(
         session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
     )
-    background.add_task(reload_dagster, dagster)
+    background.add_task(reloads.request(dagster))
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
@@ -85,11 +85,12 @@ def update_audience(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> AudiencePublic:
     row = service.update_audience(
         session, workspace_id=caller.workspace_id, audience_id=aud_id, spec=body
     )
-    background.add_task(reload_dagster, dagster)
+    background.add_task(reloads.request(dagster))
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
@@ -100,10 +101,11 @@ def delete_audience(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> Deleted:
     """Delete; 409 while an active sync (or another audience) references it."""
     service.delete_audience(session, workspace_id=caller.workspace_id, audience_id=aud_id)
-    background.add_task(reload_dagster, dagster)
+    background.add_task(reloads.request(dagster))
     return Deleted()
 
 

@@ -9,8 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, status
 from fastapi.responses import JSONResponse
 
 from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError, RunInfo
-from composable_dagster.api.deps import CallerDep, DagsterDep, SessionDep
-from composable_dagster.api.reload import reload_dagster
+from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep
 from composable_dagster.api.runs import (
     ACTIVE_STATUSES,
     TAG_SYNC,
@@ -88,12 +87,13 @@ def create_sync(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> SyncPublic:
     """Create a sync; 400 names the field at fault. Dagster reloads to add its asset."""
     row = service.create_sync(
         session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
     )
-    background.add_task(reload_dagster, dagster)
+    background.add_task(reloads.request(dagster))
     return SyncPublic.model_validate(row)
 
 
@@ -113,10 +113,11 @@ def update_sync(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> SyncPublic:
     """Partial update. `status: paused` stops the schedule; `active` starts it again."""
     row = service.update_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id, spec=body)
-    background.add_task(reload_dagster, dagster, schedule=schedule_name(session, row))
+    background.add_task(reloads.request(dagster, schedule=schedule_name(session, row)))
     return SyncPublic.model_validate(row)
 
 
@@ -127,9 +128,10 @@ def delete_sync(
     caller: CallerDep,
     dagster: DagsterDep,
     background: BackgroundTasks,
+    reloads: ReloadsDep,
 ) -> Deleted:
     service.delete_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id)
-    background.add_task(reload_dagster, dagster)
+    background.add_task(reloads.request(dagster))
     return Deleted()
 
 
@@ -139,10 +141,14 @@ def delete_sync(
     status_code=status.HTTP_201_CREATED,
     responses={200: {"model": SyncRunPublic, "description": "a run was already queued or running"}},
 )
-def trigger_sync(sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep) -> Any:
+def trigger_sync(
+    sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep, reloads: ReloadsDep
+) -> Any:
     """Start a run of the sync with its audience; 201 with the run. While a run of this sync
     is queued or running, that run is returned instead (200): runs never overlap."""
     row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
+    if not reloads.wait_idle(timeout=120):
+        raise DagsterUnavailableError("dagster: still loading the latest catalog; retry shortly")
     ui = ui_base(dagster.url)
     active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
     if active:

@@ -1,0 +1,273 @@
+"""The `webhook` destination: one signed JSON request per batch to an HTTP(S) endpoint.
+
+Body of each request (`Content-Type: application/json`):
+
+    {"sync_id": ..., "run_id": ..., "mode": "mirror", "operation": "add",
+     "idempotency_key": ..., "records": [{"key": ..., "operation": ..., "data": {...}}]}
+
+with headers `Idempotency-Key: <idempotency_key>` and, when a signing secret is configured,
+`X-Composable-Signature: sha256=<hex HMAC-SHA256 of the raw body>`. A RecordBatch larger than
+the config's `batch_size` is sent as several requests whose idempotency keys are the batch's
+key suffixed `:<part>/<parts>` (stable, because batches are content-derived).
+
+Delivery is at-least-once: a 2xx confirms every record of the request. A 429 waits for
+`Retry-After` (seconds or an HTTP date, at most 300 s; backoff when absent); 408, 5xx,
+timeouts and broken connections retry with exponential backoff and jitter; any other status
+fails the request's records with `HTTP <code>: <body>` and is not retried. When retries are
+exhausted the destination fails (DeliveryError) and the run stops; the engine re-sends the
+same batch with the same idempotency key next time, so a receiver that de-duplicates on
+`Idempotency-Key` sees each change exactly once.
+
+Header values and the signing secret are secrets: they appear in no message, repr or log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import json
+import random
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, Literal
+
+import httpx
+import pydantic
+
+from composable_dagster.destinations.base import (
+    Capabilities,
+    ConnectionCheck,
+    Connector,
+    DeliveryError,
+    DeliveryResult,
+    DestinationType,
+    RecordBatch,
+    SyncContext,
+    SyncMode,
+)
+from composable_dagster.destinations.retry import Backoff
+
+SIGNATURE_HEADER = "X-Composable-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_RETRY_AFTER_SECONDS = 300.0
+# Headers the connector owns; a configured value would break signing or de-duplication.
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (SIGNATURE_HEADER, IDEMPOTENCY_HEADER, "Content-Type", "Content-Length", "Host")
+)
+
+
+class WebhookConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    url: str = pydantic.Field(description="http(s) endpoint receiving the batches")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    # repr=False: values are typically credentials (Authorization, API keys).
+    headers: dict[str, str] = pydantic.Field(default_factory=dict, repr=False)
+    signing_secret: str | None = pydantic.Field(default=None, min_length=1, repr=False)
+    batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
+    timeout_seconds: float = pydantic.Field(default=30.0, gt=0, le=300)
+    max_retries: int = pydantic.Field(default=5, ge=0, le=20)
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @pydantic.field_validator("headers")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(h for h in value if h.lower() in _RESERVED_HEADERS)
+        if reserved:
+            raise ValueError(f"header(s) {', '.join(reserved)} are set by the connector")
+        return value
+
+    def describe(self) -> str:
+        """How errors name the destination: no credentials, no query string."""
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"webhook {self.method} {parts.scheme}://{host}{port}{parts.path}"
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The `X-Composable-Signature` value of `body`: `sha256=<hex HMAC-SHA256>`."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def retry_after_seconds(value: str | None, *, now: dt.datetime) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (capped), or None when absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT by definition
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)  # Decimal, timedelta: their text is exact
+
+
+class WebhookConnector(Connector):
+    """Sends one run's batches; see the module docstring. `sleep` is injectable for tests."""
+
+    def __init__(
+        self,
+        *,
+        config: WebhookConfig,
+        context: SyncContext,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.context = context
+        self.sleep = sleep
+        self.backoff = Backoff(base=0.5, factor=2.0, cap=60.0)
+        self._rng = rng or random.Random()
+        self._client = httpx.Client(
+            timeout=config.timeout_seconds,
+            headers={"User-Agent": "composable-dagster-webhook", **config.headers},
+        )
+
+    def deliver(self, batch: RecordBatch) -> DeliveryResult:
+        keys = list(batch.keys)
+        values = batch.rows.to_pylist()
+        size = self.config.batch_size
+        parts = max(1, -(-len(keys) // size))
+        confirmed: list[str] = []
+        failed: dict[str, str] = {}
+        for part in range(parts):
+            chunk = slice(part * size, (part + 1) * size)
+            idempotency_key = (
+                batch.idempotency_key
+                if parts == 1
+                else f"{batch.idempotency_key}:{part + 1}/{parts}"
+            )
+            records = [
+                {"key": key, "operation": str(batch.operation), "data": row}
+                for key, row in zip(keys[chunk], values[chunk], strict=True)
+            ]
+            reason = self._send(records, operation=str(batch.operation), key=idempotency_key)
+            if reason is None:
+                confirmed += keys[chunk]
+            else:
+                failed.update(dict.fromkeys(keys[chunk], reason))
+        return DeliveryResult(confirmed=confirmed, failed=failed)
+
+    def _send(self, records: list[dict[str, Any]], *, operation: str, key: str) -> str | None:
+        """POST one request with retries; None when confirmed, else the rejection reason.
+
+        Raises:
+            DeliveryError: retries exhausted on 429, 408, 5xx or a transport failure.
+        """
+        payload = {
+            "sync_id": self.context.sync_id,
+            "run_id": self.context.run_id,
+            "mode": str(self.context.mode),
+            "operation": operation,
+            "idempotency_key": key,
+            "records": records,
+        }
+        body = json.dumps(
+            payload, default=_json_default, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8")
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key}
+        if self.config.signing_secret is not None:
+            headers[SIGNATURE_HEADER] = sign(body, self.config.signing_secret)
+        attempts = self.config.max_retries + 1
+        last_error = ""
+        for attempt in range(attempts):
+            wait = self.backoff.delay(attempt, rng=self._rng)
+            try:
+                response = self._client.request(
+                    self.config.method, self.config.url, content=body, headers=headers
+                )
+            except httpx.TimeoutException as err:
+                last_error = (
+                    f"timed out after {self.config.timeout_seconds:g} s ({type(err).__name__})"
+                )
+            except httpx.TransportError as err:
+                last_error = f"{type(err).__name__}: {err}"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return None
+                last_error = f"HTTP {status}: {response.text[:200]}"
+                if status == 429:
+                    now = dt.datetime.now(dt.UTC)
+                    asked = retry_after_seconds(response.headers.get("Retry-After"), now=now)
+                    wait = wait if asked is None else asked
+                elif status != 408 and status < 500:
+                    return last_error
+            if attempt + 1 < attempts:
+                self.sleep(wait)
+        raise DeliveryError(
+            self.config.describe(), f"{last_error} (gave up after {attempts} attempts)"
+        )
+
+    def close(self, *, success: bool) -> None:
+        self._client.close()
+
+
+class WebhookDestination(DestinationType):
+    name = "webhook"
+    config_model = WebhookConfig
+    capabilities = Capabilities(modes=frozenset(SyncMode), batch_size=500)
+
+    def batch_size(self, config: pydantic.BaseModel) -> int:
+        assert isinstance(config, WebhookConfig)
+        return config.batch_size
+
+    def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
+        """Resolve the host and open a TCP connection (and TLS handshake for https).
+
+        No HTTP request is sent: a receiver may treat any request to its endpoint as data
+        (or count it against a quota), and there is no request every receiver ignores.
+        """
+        assert isinstance(config, WebhookConfig)
+        parts = urllib.parse.urlsplit(config.url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        timeout = min(config.timeout_seconds, 10.0)
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if parts.scheme == "https":
+                    context = ssl.create_default_context()
+                    with context.wrap_socket(sock, server_hostname=host):
+                        pass
+        except (OSError, ssl.SSLError) as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            return ConnectionCheck(ok=False, message=f"cannot reach {host}:{port}: {reason}")
+        return ConnectionCheck(ok=True, message=f"{host}:{port} accepts connections")
+
+    def open(
+        self,
+        config: pydantic.BaseModel,
+        *,
+        context: SyncContext,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> WebhookConnector:
+        assert isinstance(config, WebhookConfig)
+        return WebhookConnector(config=config, context=context, sleep=sleep)
