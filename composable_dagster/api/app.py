@@ -14,6 +14,7 @@ from composable_dagster.api.routers import (
     destinations,
     models,
     relationships,
+    splits,
     syncs,
     traits,
     workspaces,
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reloads = ReloadTracker()
     install_error_handlers(app)
     for router in (
-        workspaces, models, relationships, traits, destinations, audiences, syncs,
+        workspaces, models, relationships, traits, destinations, audiences, splits, syncs,
     ):  # fmt: skip
         app.include_router(router.router)
     return app

@@ -205,3 +205,18 @@ class SyncRunPublic(Public):
     rows_failed: int
     error: str | None
     dagster_run_url: str
+
+
+class SplitGroupPublic(Public):
+    id: str
+    name: str
+    percentage: float
+    position: int
+
+
+class SplitPublic(Audited):
+    id: str
+    workspace_id: str
+    audience_id: str
+    name: str
+    groups: list[SplitGroupPublic]

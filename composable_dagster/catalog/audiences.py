@@ -24,7 +24,7 @@ from composable_dagster.catalog.common import (
     unique_slug,
 )
 from composable_dagster.catalog.schema_view import audience_def, load_schema
-from composable_dagster.catalog.tables import Audience, Model, Sync
+from composable_dagster.catalog.tables import Audience, AudienceSplit, Model, SplitGroup, Sync
 from composable_dagster.errors import ConflictError, InvalidInputError, NotFoundError
 from composable_dagster.filters import CatalogSchema, FilterError, validate_filter_tree
 from composable_dagster.filters.schema import EntityType
@@ -122,6 +122,12 @@ def delete_audience(session: Session, *, workspace_id: str, audience_id: str) ->
         )
     for sync in list_owned(session, Sync, workspace_id=workspace_id, audience_id=row.id):
         session.delete(sync)  # paused/draft syncs of a deleted audience have nothing to send
+    session.flush()
+    for group in list_owned(session, SplitGroup, workspace_id=workspace_id, audience_id=row.id):
+        session.delete(group)
+    session.flush()
+    for split in list_owned(session, AudienceSplit, workspace_id=workspace_id, audience_id=row.id):
+        session.delete(split)
     session.flush()
     session.delete(row)
 

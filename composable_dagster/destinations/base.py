@@ -118,8 +118,10 @@ class Connector(ABC):
     def deliver(self, batch: RecordBatch) -> DeliveryResult:
         """Send one batch; never raise for per-record rejections (report them as failed).
 
-        Raise only for failures of the whole destination after retries are exhausted; the
-        engine then stops the run and commits nothing of the failed batch.
+        Keys returned as confirmed are durably applied. Raise (DeliveryError, or
+        InvalidInputError when the destination's schema contradicts the config) only for
+        failures of the whole destination after retries are exhausted; the engine then stops
+        the run and commits nothing of the failed batch.
         """
 
     def stage(self) -> str | None:

@@ -65,7 +65,8 @@ _RESERVED_HEADERS = frozenset(
 class WebhookConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    url: str = pydantic.Field(description="http(s) endpoint receiving the batches")
+    # repr=False: query strings often carry tokens; `describe()` is the safe rendering.
+    url: str = pydantic.Field(repr=False, description="http(s) endpoint receiving the batches")
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     # repr=False: values are typically credentials (Authorization, API keys).
     headers: dict[str, str] = pydantic.Field(default_factory=dict, repr=False)

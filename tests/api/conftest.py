@@ -134,3 +134,35 @@ def create_demo_models(client: TestClient, tenant: Tenant) -> dict[str, str]:
         assert response.status_code == 201, response.text
         ids[spec["name"]] = response.json()["id"]
     return ids
+
+
+@pytest.fixture
+def setup(client: TestClient, tenant: Tenant, tmp_path: Path) -> dict[str, str]:
+    ids = create_demo_models(client, tenant)
+    audience = client.post(
+        tenant.url("/audiences"),
+        json={"name": "High-Value Customers", "parent_model_id": ids["customers"],
+              "filter_tree": {"type": "and", "children": [
+                  {"type": "condition", "condition_type": "property",
+                   "column": "lifetime_value", "operator": "greater_than", "value": 1000}]}},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert audience.status_code == 201, audience.text
+    destination = client.post(
+        tenant.url("/destinations"),
+        json={"name": "Exports", "destination_type": "file", "config": {"path": str(tmp_path)}},
+        headers=tenant.headers,
+    )
+    return {**ids, "audience": audience.json()["id"], "destination": destination.json()["id"]}
+
+
+def seed_body(setup: dict[str, str]) -> dict:
+    """The seed page's create example, ids replaced (mirror to a file destination)."""
+    return {
+        "name": "High-Value Customers to Google Ads",
+        "audience_id": setup["audience"],
+        "destination_id": setup["destination"],
+        "field_mapping": [{"source_column": "email", "destination_field": "hashedEmail"}],
+        "sync_mode": "mirror",
+        "schedule": "0 */4 * * *",
+    }

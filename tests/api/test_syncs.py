@@ -3,12 +3,10 @@ error, listing by audience, pause; runs and triggers are covered end to end in t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import Tenant, create_demo_models
+from .conftest import Tenant, seed_body
 
 SYNC_FIELDS = {
     "id", "workspace_id", "audience_id", "destination_id", "name", "description",
@@ -16,38 +14,6 @@ SYNC_FIELDS = {
     "created_by", "created_at", "updated_at", "last_synced_at", "last_run_id",
     "split_group_id",
 }  # fmt: skip
-
-
-@pytest.fixture
-def setup(client: TestClient, tenant: Tenant, tmp_path: Path) -> dict[str, str]:
-    ids = create_demo_models(client, tenant)
-    audience = client.post(
-        tenant.url("/audiences"),
-        json={"name": "High-Value Customers", "parent_model_id": ids["customers"],
-              "filter_tree": {"type": "and", "children": [
-                  {"type": "condition", "condition_type": "property",
-                   "column": "lifetime_value", "operator": "greater_than", "value": 1000}]}},
-        headers=tenant.headers,
-    )  # fmt: skip
-    assert audience.status_code == 201, audience.text
-    destination = client.post(
-        tenant.url("/destinations"),
-        json={"name": "Exports", "destination_type": "file", "config": {"path": str(tmp_path)}},
-        headers=tenant.headers,
-    )
-    return {**ids, "audience": audience.json()["id"], "destination": destination.json()["id"]}
-
-
-def seed_body(setup: dict[str, str]) -> dict:
-    """The seed page's create example, ids replaced (mirror to a file destination)."""
-    return {
-        "name": "High-Value Customers to Google Ads",
-        "audience_id": setup["audience"],
-        "destination_id": setup["destination"],
-        "field_mapping": [{"source_column": "email", "destination_field": "hashedEmail"}],
-        "sync_mode": "mirror",
-        "schedule": "0 */4 * * *",
-    }
 
 
 def test_create_get_update_delete(client: TestClient, tenant: Tenant, setup: dict) -> None:
