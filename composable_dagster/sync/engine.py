@@ -41,6 +41,7 @@ from composable_dagster.sync.plan import (
     SyncMode,
     changes,
     current_rows,
+    duplicate_keys,
     empty_like,
     mapping_fingerprint,
     snapshot_columns,
@@ -118,6 +119,7 @@ class _Tables:
         self.snapshot = store.snapshot_table(sync_id)
         self.current = store.table(f"current_{tag}")
         self.changes = store.table(f"changes_{tag}")
+        self.duplicates = store.table(f"duplicates_{tag}")
         self.errors = store.table(f"errors_{tag}")
         self.state = store.table("sync_state")
 
@@ -137,7 +139,7 @@ def run_sync(
     tables = _Tables(store, job.sync_id, field_count=len(job.fields))
     capabilities = job.destination.capabilities
     _recover(store, job, tables)
-    planned, members, snapshot_size = _plan(store, job, tables, now=now)
+    planned, members, snapshot_size, current = _plan(store, job, tables, now=now)
     log(f"planned {planned} from {members} members against {snapshot_size} delivered")
     _check_safety(job, planned=planned, members=members, snapshot_size=snapshot_size)
 
@@ -159,7 +161,8 @@ def run_sync(
     try:
         if deferred:
             _reset_confirmed(store, tables)
-        for op, source in _sends(job.mode, full_snapshot=full_snapshot, tables=tables):
+        sends = _sends(job.mode, full_snapshot=full_snapshot, tables=tables, current=current)
+        for op, source in sends:
             for batch in _batches(store, source, op=op, job=job, batch_size=batch_size):
                 result = connector.deliver(batch)
                 failures = dict(result.failed)
@@ -176,7 +179,7 @@ def run_sync(
             _commit_unsent(store, tables, op=op)
         token = connector.stage()
         if deferred:
-            _commit_deferred(store, tables, full_snapshot=full_snapshot, token=token)
+            _commit_deferred(store, tables, current=current if full_snapshot else None, token=token)
             committed = True
             if token is not None:
                 job.destination.publish(job.destination_config, token)
@@ -220,7 +223,12 @@ def recent_errors(store: ActivationStore, sync_id: str, *, run_id: str) -> list[
 
 def _plan(
     store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime
-) -> tuple[dict[str, int], int, int]:
+) -> tuple[dict[str, int], int, int, exp.Select]:
+    """Counts of the diff, of members and of delivered members, and the current-rows query.
+
+    The current rows are never stored: the diff and the duplicate keys (small) are, and a
+    full-snapshot mirror streams the query itself.
+    """
     members = store.members_table(job.audience_id)
     with store.transaction() as conn:
         if not _exists(store, conn, members):
@@ -234,30 +242,29 @@ def _plan(
         )  # fmt: skip
         engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
         fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
-        _replace(store, conn, tables.current, current)
+        _replace(store, conn, tables.duplicates, duplicate_keys(current))
         if not _exists(store, conn, tables.snapshot):
             _create(
                 store, conn, tables.snapshot,
-                empty_like(tables.current, field_count=tables.field_count),
+                empty_like(current, field_count=tables.field_count),
             )  # fmt: skip
         elif _state(store, conn, tables, job.sync_id).get("fingerprint") not in (None, fingerprint):
-            _reset_snapshot_hashes(store, conn, tables)
+            _reset_snapshot_hashes(store, conn, tables, current=current)
         _set_state(store, tables, job.sync_id, fingerprint_pending=fingerprint, conn=conn)
         diff = changes(
-            current=_select_all(tables.current), snapshot=tables.snapshot,
-            field_count=len(job.fields), resend_all=False,
+            current=current, snapshot=tables.snapshot,
+            duplicates=tables.duplicates, field_count=len(job.fields),
         )  # fmt: skip
         _replace(store, conn, tables.changes, diff)
         rows = conn.exec_driver_sql(
-            f"SELECT operation, count(*) FROM {_sql(store, tables.changes)} "
-            "WHERE key_rows = 1 GROUP BY operation"
+            f"SELECT operation, count(*) FROM {_sql(store, tables.changes)} GROUP BY operation"
         ).all()
         member_count = _scalar(
-            conn, store, f"SELECT count(DISTINCT entity_key) FROM {_sql(store, tables.current)}"
+            conn, store, _sql(store, exp.select("count(*)").from_(current.subquery("cur")))
         )
         snapshot_size = _scalar(conn, store, f"SELECT count(*) FROM {_sql(store, tables.snapshot)}")
     planned = {"add": 0, "update": 0, "remove": 0} | {op: int(n) for op, n in rows}
-    return planned, member_count, snapshot_size
+    return planned, member_count, snapshot_size, current
 
 
 def _check_safety(
@@ -283,20 +290,17 @@ def _check_safety(
 
 
 def _sends(
-    mode: SyncMode, *, full_snapshot: bool, tables: _Tables
+    mode: SyncMode, *, full_snapshot: bool, tables: _Tables, current: exp.Select
 ) -> Iterator[tuple[str, exp.Select]]:
     if full_snapshot:
-        yield "add", _select_all(tables.current).where(exp.column("key_rows").eq(1))
+        yield "add", exp.select("*").from_(current.subquery("x")).where(_not_duplicated(tables))
         return
     for op in ("remove", "update", "add"):
         if op in SENT[mode]:
             yield (
                 op,
                 _select_all(tables.changes).where(
-                    exp.and_(
-                        exp.column("operation").eq(exp.Literal.string(op)),
-                        exp.column("key_rows").eq(1),
-                    )
+                    exp.column("operation").eq(exp.Literal.string(op))
                 ),
             )
 
@@ -351,7 +355,7 @@ def _commit(store: ActivationStore, tables: _Tables, *, op: str, keys: Sequence[
         if op != "remove":
             conn.exec_driver_sql(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} FROM {changes_sql} "
-                f"WHERE operation = '{op}' AND key_rows = 1 "
+                f"WHERE operation = '{op}' "
                 f"AND entity_key IN (SELECT entity_key FROM {key_table})"
             )
 
@@ -360,7 +364,7 @@ def _commit_unsent(store: ActivationStore, tables: _Tables, *, op: str) -> None:
     """Record members in the snapshot without delivering them (remove mode)."""
     with store.transaction() as conn:
         snapshot, changes_sql = _sql(store, tables.snapshot), _sql(store, tables.changes)
-        where = f"operation = '{op}' AND key_rows = 1"
+        where = f"operation = '{op}'"
         conn.exec_driver_sql(
             f"DELETE FROM {snapshot} WHERE entity_key IN "
             f"(SELECT entity_key FROM {changes_sql} WHERE {where})"
@@ -395,18 +399,19 @@ def _remember_confirmed(
 
 
 def _commit_deferred(
-    store: ActivationStore, tables: _Tables, *, full_snapshot: bool, token: str | None
+    store: ActivationStore, tables: _Tables, *, current: exp.Select | None, token: str | None
 ) -> None:
+    """`current` is given for a full-snapshot mirror: the snapshot becomes what was sent."""
     """One transaction: the snapshot of everything confirmed, and the pending publication."""
     confirmed = _sql(store, _confirmed_table(store, tables))
     snapshot = _sql(store, tables.snapshot)
     with store.transaction() as conn:
-        if full_snapshot:
+        if current is not None:
             conn.exec_driver_sql(f"DELETE FROM {snapshot}")
             conn.exec_driver_sql(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} "
-                f"FROM {_sql(store, tables.current)} WHERE key_rows = 1 "
-                f"AND entity_key IN (SELECT entity_key FROM {confirmed})"
+                f"FROM {_sql(store, current.subquery('cur'))} "
+                f"WHERE entity_key IN (SELECT entity_key FROM {confirmed})"
             )
         else:
             conn.exec_driver_sql(
@@ -416,7 +421,7 @@ def _commit_deferred(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables, prefix='c.')} "
                 f"FROM {_sql(store, tables.changes)} AS c JOIN {confirmed} AS k "
                 "ON k.entity_key = c.entity_key AND k.operation = c.operation "
-                "WHERE c.operation <> 'remove' AND c.key_rows = 1"
+                "WHERE c.operation <> 'remove'"
             )
         _set_state(store, tables, tables.sync_id, pending_token=token, conn=conn)
 
@@ -436,7 +441,8 @@ def _finish(store: ActivationStore, tables: _Tables, job: SyncJob) -> None:
         _set_state(
             store, tables, job.sync_id, fingerprint=state.get("fingerprint_pending"), conn=conn
         )
-        for table in (tables.changes, tables.current, _confirmed_table(store, tables)):
+        for table in (tables.changes, tables.current, tables.duplicates,
+                      _confirmed_table(store, tables)):  # fmt: skip
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
 
 
@@ -448,11 +454,10 @@ def _record_duplicates(
 ) -> int:
     with store.transaction() as conn:
         rows = conn.exec_driver_sql(
-            f"SELECT entity_key, operation, max(key_rows) FROM {_sql(store, tables.changes)} "
-            "WHERE key_rows > 1 OR entity_key IS NULL GROUP BY entity_key, operation"
+            f"SELECT entity_key, source_rows FROM {_sql(store, tables.duplicates)}"
         ).all()
     failures: dict[str, str] = {}
-    for key, _op, n in rows:
+    for key, n in rows:
         reason = "NULL entity key" if key is None else f"duplicate key: {n} source rows"
         failures[str(key)] = reason
     if failures:
@@ -524,15 +529,17 @@ def _ensure_state(store: ActivationStore, conn: sa.Connection, tables: _Tables) 
     )
 
 
-def _reset_snapshot_hashes(store: ActivationStore, conn: sa.Connection, tables: _Tables) -> None:
+def _reset_snapshot_hashes(
+    store: ActivationStore, conn: sa.Connection, tables: _Tables, *, current: exp.Select
+) -> None:
     """After a mapping or engine change: keep who was delivered, forget what was sent, so
     every stable member is resent once. Removes then carry no previous values."""
     snapshot = _sql(store, tables.snapshot)
-    template = empty_like(tables.current, field_count=tables.field_count)
+    template = empty_like(current, field_count=tables.field_count)
     fresh = store.table(tables.snapshot.name + "_reset")
     fields = snapshot_columns(tables.field_count)[2:]
     rebuilt = (
-        exp.select(exp.column("entity_key", "s"), exp.alias_(exp.Literal.string(""), "row_hash"),
+        exp.select(exp.column("entity_key", "s"), exp.column("row_hash", "e"),
                    *[exp.column(f, "e") for f in fields])
         .from_(tables.snapshot.copy().as_("s"))
         .join(template.subquery("e"), on=exp.false(), join_type="left")
@@ -547,6 +554,15 @@ def _reset_snapshot_hashes(store: ActivationStore, conn: sa.Connection, tables: 
 
 def _snapshot_columns(tables: _Tables, *, prefix: str = "") -> str:
     return ", ".join(prefix + name for name in snapshot_columns(tables.field_count))
+
+
+def _not_duplicated(tables: _Tables) -> exp.Expression:
+    duplicated = (
+        exp.select("1")
+        .from_(tables.duplicates.copy().as_("d"))
+        .where(exp.column("entity_key", "d").eq(exp.column("entity_key", "x")))
+    )
+    return exp.Not(this=exp.Exists(this=duplicated))
 
 
 def _select_all(table: exp.Table) -> exp.Select:

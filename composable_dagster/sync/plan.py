@@ -128,13 +128,12 @@ def current_rows(
     dialect: str,
     now: datetime,
 ) -> exp.Select:
-    """`entity_key, key_rows, row_hash, f0…fn` for every member (of the split group)."""
+    """`entity_key, f0…fn, row_hash` for every member (of the split group): one row per
+    parent row, so a key duplicated in the parent model appears more than once."""
     key = exp.column("entity_key", "m")
     parent_source = _model_source(parent, dialect)
-    # Distinct members: a duplicated parent row must count once per source row below.
-    distinct_members = exp.select("entity_key").distinct().from_(members.copy())
     select = exp.select(exp.alias_(exp.cast(key, "VARCHAR"), "entity_key")).from_(
-        distinct_members.subquery("m")
+        members.copy().as_("m")
     )
     select = select.join(
         parent_source.as_("p"),
@@ -157,12 +156,7 @@ def current_rows(
             value = exp.column("value", alias)
         values.append(value)
         select = select.select(exp.alias_(value.copy(), f"f{i}"))
-    key_rows = exp.Window(
-        this=exp.Count(this=exp.Star()), partition_by=[exp.cast(key.copy(), "VARCHAR")]
-    )
-    select = select.select(
-        exp.alias_(key_rows, "key_rows"), exp.alias_(_row_hash(values, dialect), "row_hash")
-    )
+    select = select.select(exp.alias_(_row_hash(values, dialect), "row_hash"))
     if split is not None:
         bucket = split_bucket(split_id=split.split_id, key=key.copy(), dialect=dialect)
         select = select.where(exp.and_(bucket >= split.low, bucket < split.high))
@@ -174,20 +168,40 @@ def snapshot_columns(field_count: int) -> list[str]:
     return ["entity_key", "row_hash", *(f"f{i}" for i in range(field_count))]
 
 
-def empty_like(current: exp.Table, *, field_count: int) -> exp.Select:
+def aliased(source: exp.Table | exp.Select, alias: str) -> exp.Expression:
+    """A table or a query as a FROM/JOIN item named `alias`."""
+    if isinstance(source, exp.Select):
+        return source.subquery(alias)
+    return source.copy().as_(alias)
+
+
+def empty_like(current: exp.Table | exp.Select, *, field_count: int) -> exp.Select:
     """The snapshot's columns typed as in `current`, no rows: creates a snapshot table."""
     return (
-        exp.select(*snapshot_columns(field_count)).from_(current.copy().as_("c")).where(exp.false())
+        exp.select(*snapshot_columns(field_count)).from_(aliased(current, "c")).where(exp.false())
+    )
+
+
+def duplicate_keys(current: exp.Table | exp.Select) -> exp.Select:
+    """Keys with more than one source row (or none at all): they are not sent, not
+    removed, and reported as failed rows until the source is fixed."""
+    return (
+        exp.select("entity_key", exp.alias_(exp.Count(this=exp.Star()), "source_rows"))
+        .from_(aliased(current, "cur"))
+        .group_by("entity_key")
+        .having(exp.or_(exp.Count(this=exp.Star()) > 1, exp.column("entity_key").is_(exp.null())))
     )
 
 
 def changes(
-    *, current: exp.Select, snapshot: exp.Table, field_count: int, resend_all: bool
+    *,
+    current: exp.Table | exp.Select,
+    snapshot: exp.Table,
+    duplicates: exp.Table,
+    field_count: int,
 ) -> exp.Select:
-    """Adds, updates and removes: current rows against the snapshot, in one join.
-
-    `resend_all` treats every stable member as changed (after a mapping or hash change).
-    """
+    """Adds, updates and removes: current rows against the snapshot, in one full outer join
+    on the key with the row hashes compared; keys in `duplicates` are left out entirely."""
     c, s = "c", "s"
     ck, sk = exp.column("entity_key", c), exp.column("entity_key", s)
     operation = exp.Case(
@@ -200,10 +214,6 @@ def changes(
     columns: list[exp.Expression] = [
         exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "entity_key"),
         exp.alias_(operation, "operation"),
-        exp.alias_(
-            exp.Coalesce(this=exp.column("key_rows", c), expressions=[exp.Literal.number(1)]),
-            "key_rows",
-        ),
         exp.alias_(
             exp.Coalesce(this=exp.column("row_hash", c), expressions=[exp.column("row_hash", s)]),
             "row_hash",
@@ -218,15 +228,20 @@ def changes(
     changed = exp.or_(
         ck.copy().is_(exp.null()),
         sk.copy().is_(exp.null()),
-        exp.true() if resend_all else exp.NullSafeNEQ(
-            this=exp.column("row_hash", c), expression=exp.column("row_hash", s)
-        ),
-    )  # fmt: skip
+        exp.NullSafeNEQ(this=exp.column("row_hash", c), expression=exp.column("row_hash", s)),
+    )
+    duplicated = (
+        exp.select("1")
+        .from_(duplicates.copy().as_("d"))
+        .where(
+            exp.column("entity_key", "d").eq(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]))
+        )
+    )
     return (
         exp.select(*columns)
-        .from_(current.subquery(c))
+        .from_(aliased(current, c))
         .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
-        .where(changed)
+        .where(exp.and_(changed, exp.Not(this=exp.Exists(this=duplicated))))
     )
 
 

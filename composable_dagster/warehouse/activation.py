@@ -107,7 +107,9 @@ class ActivationStore:
         rename = f"ALTER TABLE {staging_sql} RENAME TO {new_name}"
         with self.transaction() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging_sql}")
-            conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(members)}")
+            # Distinct: a duplicated parent row must not make a member count twice.
+            distinct = exp.select("entity_key").distinct().from_(members.subquery("q"))
+            conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(distinct)}")
             member_count = self._count(conn, staging)
             if not self.exists(conn, current):
                 conn.exec_driver_sql(rename)
