@@ -92,9 +92,9 @@ def job(out: Path) -> SyncJob:
 
 
 def diff_engine(store: ActivationStore, sync_job: SyncJob) -> tuple[float, dict[str, int]]:
-    tables = engine._Tables(store, sync_job.sync_id, field_count=len(sync_job.fields))  # noqa: SLF001
+    tables = engine._Tables(store, sync_job.sync_id, field_count=len(sync_job.fields))
     started = time.perf_counter()
-    planned = engine._plan(store, sync_job, tables, now=datetime.now(UTC))[0]  # noqa: SLF001
+    planned = engine._plan(store, sync_job, tables, now=datetime.now(UTC))[0]
     return time.perf_counter() - started, planned
 
 
@@ -166,7 +166,7 @@ def main() -> None:
     materialize(store, 0, n)
     diff_engine(store, sync_job)  # first plan creates the snapshot table
     with store.transaction() as conn:  # "delivered": the snapshot holds every member
-        tables = engine._Tables(store, sync_job.sync_id, field_count=len(sync_job.fields))  # noqa: SLF001
+        tables = engine._Tables(store, sync_job.sync_id, field_count=len(sync_job.fields))
         conn.exec_driver_sql(
             f"INSERT INTO {tables.snapshot.sql('duckdb')} SELECT entity_key, row_hash, "
             f"f0, f1, f2, f3 FROM {tables.changes.sql('duckdb')}"

@@ -90,7 +90,11 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def get_warehouse(settings: SettingsDep) -> Warehouse:
-    return Warehouse(settings.resolved_warehouse_url, read_only=True)
+    return Warehouse(
+        settings.resolved_warehouse_url,
+        read_only=True,
+        hold_seconds=settings.warehouse_hold_seconds,
+    )
 
 
 WarehouseDep = Annotated[Warehouse, Depends(get_warehouse)]

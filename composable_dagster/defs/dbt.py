@@ -52,7 +52,13 @@ class DbtLayer:
 def dbt_definitions(settings: Settings) -> DbtLayer:
     project = dbt_project(settings)
 
-    @dbt_assets(manifest=project.manifest_path, project=project, name="dbt_models")
+    # A DuckDB warehouse file admits one writer, and the API holds it open read-only for a
+    # few seconds after an estimate: a build that finds it busy tries again shortly.
+    retry = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+    @dbt_assets(
+        manifest=project.manifest_path, project=project, name="dbt_models", retry_policy=retry
+    )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         yield from dbt.cli(["build"], context=context).stream()
 
