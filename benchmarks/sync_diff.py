@@ -197,23 +197,26 @@ def main() -> None:
     print("| approach | seconds | vs engine |")
     print("|---|---|---|")
     print(f"| engine SQL plan (DuckDB) | {engine_seconds:.2f} | 1.0x |")
-    print(
-        f"| pandas fetch + hash + merge | {pandas_seconds:.2f} | {pandas_seconds / engine_seconds:.1f}x |"
-    )
+    ratio = pandas_seconds / engine_seconds
+    print(f"| pandas fetch + hash + merge | {pandas_seconds:.2f} | {ratio:.1f}x |")
     print(f"\nplan: {engine_plan}")
 
     del snapshot
     _, floor_rss = peak_rss("import composable_dagster.sync.engine")
-    line, _ = peak_rss(RSS_RUN.format(bench_dir=str(Path(__file__).parent), warehouse=warehouse,
-                                      home=str(work / "home"), out=str(work / "rss-out")))  # fmt: skip
+    code = RSS_RUN.format(
+        bench_dir=str(Path(__file__).parent),
+        warehouse=warehouse,
+        home=str(work / "home"),
+        out=str(work / "rss-out"),
+    )
+    line, _ = peak_rss(code)
     seconds, sent, rss_kb = line.split()
     print(f"\n### Peak RSS, mirror sync of {n:,} members to CSV (every member written)\n")
     print("| process | peak RSS MB | seconds | rows/s |")
     print("|---|---|---|---|")
     print(f"| import only (floor) | {floor_rss:.0f} | - | - |")
-    print(
-        f"| full sync | {int(rss_kb) / 1024:.0f} | {float(seconds):.1f} | {int(sent) / float(seconds):,.0f} |"
-    )
+    rate = int(sent) / float(seconds)
+    print(f"| full sync | {int(rss_kb) / 1024:.0f} | {float(seconds):.1f} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -242,7 +242,10 @@ def _plan(
         )  # fmt: skip
         engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
         fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
-        _replace(store, conn, tables.duplicates, duplicate_keys(current))
+        _replace(
+            store, conn, tables.duplicates,
+            duplicate_keys(members=members, parent=job.parent, dialect=store.dialect),
+        )  # fmt: skip
         if not _exists(store, conn, tables.snapshot):
             _create(
                 store, conn, tables.snapshot,
@@ -259,9 +262,9 @@ def _plan(
         rows = conn.exec_driver_sql(
             f"SELECT operation, count(*) FROM {_sql(store, tables.changes)} GROUP BY operation"
         ).all()
-        member_count = _scalar(
-            conn, store, _sql(store, exp.select("count(*)").from_(current.subquery("cur")))
-        )
+        # Without a split, the stored membership (distinct) has the count for free.
+        counted = members if job.split is None else current.subquery("cur")
+        member_count = _scalar(conn, store, _sql(store, exp.select("count(*)").from_(counted)))
         snapshot_size = _scalar(conn, store, f"SELECT count(*) FROM {_sql(store, tables.snapshot)}")
     planned = {"add": 0, "update": 0, "remove": 0} | {op: int(n) for op, n in rows}
     return planned, member_count, snapshot_size, current

@@ -182,14 +182,27 @@ def empty_like(current: exp.Table | exp.Select, *, field_count: int) -> exp.Sele
     )
 
 
-def duplicate_keys(current: exp.Table | exp.Select) -> exp.Select:
-    """Keys with more than one source row (or none at all): they are not sent, not
-    removed, and reported as failed rows until the source is fixed."""
+def duplicate_keys(*, members: exp.Table, parent: ModelDef, dialect: str) -> exp.Select:
+    """Members whose key has more than one row in the parent model: they are not sent, not
+    removed, and reported as failed rows until the source is fixed.
+
+    Grouped on the parent model alone (no join, no hashing), then narrowed to members: at
+    10M rows this is a fraction of grouping the joined current rows.
+    """
+    key = exp.cast(exp.column(parent.primary_key, "p", quoted=True), "VARCHAR")
+    counted = (
+        exp.select(
+            exp.alias_(key, "entity_key"), exp.alias_(exp.Count(this=exp.Star()), "source_rows")
+        )
+        .from_(_model_source(parent, dialect).as_("p"))
+        .group_by(key.copy())
+        .having(exp.Count(this=exp.Star()) > 1)
+    )
+    member_keys = exp.select(exp.cast(exp.column("entity_key"), "VARCHAR")).from_(members.copy())
     return (
-        exp.select("entity_key", exp.alias_(exp.Count(this=exp.Star()), "source_rows"))
-        .from_(aliased(current, "cur"))
-        .group_by("entity_key")
-        .having(exp.or_(exp.Count(this=exp.Star()) > 1, exp.column("entity_key").is_(exp.null())))
+        exp.select("entity_key", "source_rows")
+        .from_(counted.subquery("d"))
+        .where(exp.column("entity_key").isin(query=member_keys))
     )
 
 

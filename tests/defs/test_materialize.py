@@ -50,7 +50,8 @@ def _create(settings: Settings, demo_env: DemoEnv, name: str, tree: dict) -> tup
                     destination_id=out["destination_id"], name=f"{name} sync",
                     slug=audience.slug + "_sync", sync_mode="mirror", status="active",
                     status_error="",
-                    field_mapping=[{"source_column": "email", "destination_field": "email"}])  # fmt: skip
+                    field_mapping=[{"source_column": "email",
+                                    "destination_field": "email"}])  # fmt: skip
         session.add(sync)
         session.flush()
         return audience.id, sync.id

@@ -99,7 +99,7 @@ def test_create_trigger_diff_and_history(
     run1 = wait_for(system, sync_id, first.json()["id"])
     assert run1["status"] == "completed", run1
     members = expected_members(demo_env)
-    assert 50 < len(members) and destination_rows(pg_url) == members
+    assert len(members) > 50 and destination_rows(pg_url) == members
     assert (run1["rows_added"], run1["rows_removed"], run1["rows_failed"]) == (len(members), 0, 0)
 
     # 2. Change the warehouse: 5 leave, 5 join, 3 change country. Exactly that is applied.
