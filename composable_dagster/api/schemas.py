@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import PlainSerializer
 
+from composable_dagster.destinations.secrets import mask_config
+
 
 def _iso_z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -108,6 +110,9 @@ class TraitPublic(Audited):
 
 
 class DestinationPublic(Audited):
+    """A destination; secrets in its config (auth headers, signing secret, database
+    password) are shown masked."""
+
     id: str
     workspace_id: str
     connection_id: str | None
@@ -116,6 +121,11 @@ class DestinationPublic(Audited):
     config: dict[str, Any]
     status: str
     status_error: str
+
+    @pydantic.model_validator(mode="after")
+    def _mask(self) -> DestinationPublic:
+        self.config = mask_config(self.destination_type, self.config)
+        return self
 
 
 class ConnectionTestResult(Public):

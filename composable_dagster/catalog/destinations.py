@@ -16,6 +16,7 @@ from composable_dagster.catalog.common import (
 )
 from composable_dagster.catalog.tables import Destination, Sync
 from composable_dagster.destinations import ConnectionCheck, destination_type
+from composable_dagster.destinations.secrets import unmask_config
 from composable_dagster.errors import ConflictError, InvalidInputError
 
 
@@ -76,6 +77,7 @@ def update_destination(
         )
     if "config" in changes:
         kind = destination_type(row.destination_type)
+        changes["config"] = unmask_config(kind.name, changes["config"], row.config)
         config = kind.parse_config(changes["config"])
         changes["config"] = config.model_dump(mode="json")
         _record_check(row, kind.check_connection(config))

@@ -224,3 +224,44 @@ def test_malformed_bodies_are_400_naming_the_problem(client: TestClient, tenant:
     assert wrong_type.status_code == 400 and wrong_type.json()["error"].startswith("name: ")
     unknown = client.get(tenant.url("/nothing-here"), headers=tenant.headers)
     assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+def test_destination_secrets_are_write_only(
+    client: TestClient, tenant: Tenant, pg_server_url
+) -> None:
+    url = pg_server_url.render_as_string(hide_password=False)
+    created = client.post(
+        tenant.url("/destinations"),
+        json={"name": "crm", "destination_type": "webhook",
+              "config": {"url": "http://127.0.0.1:9/hook", "signing_secret": "s3cret",
+                         "headers": {"Authorization": "Bearer top-secret"}}},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    shown = created.json()["config"]
+    assert shown["headers"] == {"Authorization": "********"}
+    assert shown["signing_secret"] == "********"
+    assert "top-secret" not in created.text and "s3cret" not in created.text
+
+    # A client PUTs back what it read, changing one field: the secrets survive.
+    dest_url = tenant.url(f"/destinations/{created.json()['id']}")
+    updated = client.put(dest_url, json={"config": {**shown, "batch_size": 100}},
+                         headers=tenant.headers)  # fmt: skip
+    assert updated.status_code == 200, updated.text
+    from composable_dagster.catalog.db import catalog_session
+    from composable_dagster.catalog.tables import Destination
+
+    with catalog_session(client.app.state.settings.resolved_catalog_url) as session:
+        stored = session.get(Destination, created.json()["id"]).config
+    assert stored["signing_secret"] == "s3cret" and stored["batch_size"] == 100
+    assert stored["headers"] == {"Authorization": "Bearer top-secret"}
+
+    pg = client.post(
+        tenant.url("/destinations"),
+        json={"name": "warehouse copy", "destination_type": "postgres",
+              "config": {"url": url, "table": "public.members"}},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert pg.status_code == 201, pg.text
+    assert "composable_test:***@" in pg.json()["config"]["url"]
+    assert pg.json()["status"] == "connected"
