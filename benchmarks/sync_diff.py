@@ -14,7 +14,6 @@ Prints markdown tables; docs/benchmarks.md records a run.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,33 +125,37 @@ def diff_pandas(
 
 
 RSS_RUN = textwrap.dedent("""
-    import dataclasses, resource, sys, time
+    import dataclasses, re, sys, time
     from datetime import UTC, datetime
     from pathlib import Path
     sys.path.insert(0, {bench_dir!r})
     from sync_diff import job
     from composable_dagster.sync.engine import run_sync
     from composable_dagster.warehouse.activation import ActivationStore
-    store = ActivationStore(warehouse_url="duckdb:///{warehouse}", home=Path({home!r}))
+    store = ActivationStore(warehouse_url="duckdb:///{warehouse}", home=Path({home!r}),
+                            memory_limit={memory_limit!r})
     t = time.perf_counter()
     # Another sync of the same audience: an empty snapshot, so every member is written.
     sync_job = dataclasses.replace(job(Path({out!r})), sync_id="rss-sync")
     report = run_sync(store, sync_job, run_id="rss", now=datetime.now(UTC))
-    print(time.perf_counter() - t, report.added, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec (the parent's peak would show).
+    hwm = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+    print(time.perf_counter() - t, report.added, hwm)
 """)
 
 
-def peak_rss(code: str) -> tuple[str, float]:
+def run_child(code: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
-    return result.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return result.stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=10_000_000)
     parser.add_argument("--churn", type=float, default=0.01)
+    parser.add_argument("--memory-limit", default="1GB", help="activation store DuckDB limit")
     args = parser.parse_args()
     n, moved = args.members, int(args.members * args.churn)
     work = Path(tempfile.mkdtemp(prefix="composable-diff-"))
@@ -161,7 +164,9 @@ def main() -> None:
     build_warehouse(warehouse, n)
     print(f"built {n:,} customers in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
-    store = ActivationStore(warehouse_url=f"duckdb:///{warehouse}", home=work / "home")
+    store = ActivationStore(
+        warehouse_url=f"duckdb:///{warehouse}", home=work / "home", memory_limit=args.memory_limit
+    )
     sync_job = job(work / "out")
     materialize(store, 0, n)
     diff_engine(store, sync_job)  # first plan creates the snapshot table
@@ -202,16 +207,21 @@ def main() -> None:
     print(f"\nplan: {engine_plan}")
 
     del snapshot
-    _, floor_rss = peak_rss("import composable_dagster.sync.engine")
+    floor_rss = int(run_child(
+        "import composable_dagster.sync.engine, re; "
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+    )) / 1024  # fmt: skip
     code = RSS_RUN.format(
         bench_dir=str(Path(__file__).parent),
         warehouse=warehouse,
         home=str(work / "home"),
         out=str(work / "rss-out"),
+        memory_limit=args.memory_limit,
     )
-    line, _ = peak_rss(code)
+    line = run_child(code)
     seconds, sent, rss_kb = line.split()
-    print(f"\n### Peak RSS, mirror sync of {n:,} members to CSV (every member written)\n")
+    print(f"\n### Peak RSS, mirror sync of {n:,} members to CSV (every member written), "
+          f"DuckDB memory_limit {args.memory_limit}\n")  # fmt: skip
     print("| process | peak RSS MB | seconds | rows/s |")
     print("|---|---|---|---|")
     print(f"| import only (floor) | {floor_rss:.0f} | - | - |")

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="DuckDB only: how long the API keeps the warehouse open after a request "
         "(saves ~25 ms per estimate; dbt can write once it is released)",
     )
+    activation_memory_limit: str | None = Field(
+        default="1GB",
+        description="DuckDB activation store: memory for diffs before spilling to "
+        "$COMPOSABLE_HOME/spill (DuckDB syntax, e.g. 512MB, 4GB; empty = DuckDB's default)",
+    )
     max_member_drop: float = Field(
         default=0.5,
         ge=0,

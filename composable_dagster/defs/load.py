@@ -29,7 +29,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         dialect=Warehouse(settings.resolved_warehouse_url).dialect,
         max_member_drop=settings.max_member_drop,
         activation=ActivationStoreResource(
-            home=str(settings.home_dir), warehouse_url=settings.resolved_warehouse_url
+            home=str(settings.home_dir),
+            warehouse_url=settings.resolved_warehouse_url,
+            memory_limit=settings.activation_memory_limit,
         ),
     )
     runtime = dg.Definitions(

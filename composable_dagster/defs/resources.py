@@ -12,6 +12,11 @@ class ActivationStoreResource(dg.ConfigurableResource):
 
     home: str
     warehouse_url: str
+    memory_limit: str | None = None
 
     def store(self) -> ActivationStore:
-        return ActivationStore(warehouse_url=self.warehouse_url, home=Path(self.home))
+        return ActivationStore(
+            warehouse_url=self.warehouse_url,
+            home=Path(self.home),
+            memory_limit=self.memory_limit or None,
+        )

@@ -45,10 +45,12 @@ class MembershipChange:
 class ActivationStore:
     """Where memberships live; `transaction()` is the only way in."""
 
-    def __init__(self, *, warehouse_url: str, home: Path) -> None:
+    def __init__(self, *, warehouse_url: str, home: Path, memory_limit: str | None = None) -> None:
         self.warehouse = Warehouse(warehouse_url, read_only=True)
         self.dialect = self.warehouse.dialect
         self.home = home
+        # DuckDB caches up to 80% of RAM by default; a limit makes it spill to disk instead.
+        self.memory_limit = memory_limit
         if self.dialect == "duckdb":
             self.path = home / f"{ACTIVATION_CATALOG}.duckdb"
             self.url = f"duckdb:///{self.path}"
@@ -63,11 +65,20 @@ class ActivationStore:
         engine = sa.create_engine(self.url, poolclass=NullPool)
         warehouse_path = self.warehouse.url.database
         attach = exp.Literal.string(str(warehouse_path)).sql(dialect="duckdb")
+        memory_limit = (
+            exp.Literal.string(self.memory_limit).sql(dialect="duckdb")
+            if self.memory_limit
+            else None
+        )
+        spill = exp.Literal.string(str(self.home / "spill")).sql(dialect="duckdb")
 
         def _attach_warehouse(dbapi_connection: Any, _record: Any) -> None:
             # The compiled SQL names warehouse tables as schema.table: make the read-only
             # warehouse the default catalog, and qualify our own tables explicitly.
             dbapi_connection.execute("SET enable_progress_bar = false")  # no terminal output
+            if memory_limit:
+                dbapi_connection.execute(f"SET memory_limit = {memory_limit}")
+                dbapi_connection.execute(f"SET temp_directory = {spill}")
             dbapi_connection.execute(
                 f"ATTACH IF NOT EXISTS {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)"
             )
