@@ -27,7 +27,7 @@ def demo_settings(demo_env: DemoEnv, monkeypatch: pytest.MonkeyPatch) -> Setting
 def test_definitions_load_with_dbt_assets(demo_settings: Settings, tmp_path: Path) -> None:
     # A fresh state directory: the manifest is parsed on load, nothing prepared by hand.
     settings = Settings(home=tmp_path / "fresh", warehouse_url=demo_settings.resolved_warehouse_url)
-    defs = dbt_definitions(settings)
+    defs = dbt_definitions(settings).definitions
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"customers", "orders", "events"} <= keys
     assert (tmp_path / "fresh" / "dbt" / "duckdb" / "manifest.json").is_file()
@@ -36,7 +36,7 @@ def test_definitions_load_with_dbt_assets(demo_settings: Settings, tmp_path: Pat
 
 
 def test_materialize_dbt_assets(demo_settings: Settings) -> None:
-    defs = dbt_definitions(demo_settings)
+    defs = dbt_definitions(demo_settings).definitions
     assets = list(defs.assets or [])
     result = dg.materialize(assets, resources=dict(defs.resources or {}))
     assert result.success

@@ -70,6 +70,9 @@ def settings(tmp_path: Path, catalog_url: str, warehouse_url: str) -> Settings:
         catalog_url=catalog_url,
         warehouse_url=warehouse_url,
         dagster_url=f"http://127.0.0.1:{free_port()}/graphql",
+        # Tests change the warehouse between requests; a held read-only instance would
+        # lock them out (the documented trade-off of the hold).
+        warehouse_hold_seconds=0,
     )
 
 
