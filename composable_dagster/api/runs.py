@@ -56,8 +56,9 @@ def run_object(
     ui: str,
 ) -> dict[str, Any]:
     """The documented run object for one Dagster run of a sync."""
-    started = _iso(run.start_time)
-    ended = _iso(run.end_time) if run.status in ("SUCCESS", "FAILURE", "CANCELED") else None
+    started = iso_timestamp(run.start_time)
+    finished = run.status in ("SUCCESS", "FAILURE", "CANCELED")
+    ended = iso_timestamp(run.end_time) if finished else None
     duration = None
     if run.start_time and run.end_time and ended:
         duration = round(run.end_time - run.start_time, 3)
@@ -126,7 +127,8 @@ def _first_line(message: str) -> str:
     return text.removeprefix("dagster._core.definitions.events.Failure: ")
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_timestamp(timestamp: float | None) -> str | None:
+    """A Dagster run timestamp as the API's UTC ISO-8601 string."""
     if not timestamp:
         return None
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,6 +15,7 @@ from composable_dagster.api.runs import (
     TAG_SYNC,
     TAG_TRIGGER,
     TAG_WORKSPACE,
+    iso_timestamp,
     latest_by_sync,
     run_error,
     run_object,
@@ -51,9 +52,7 @@ def public(sync: Sync, runs: list[RunInfo] | None, client: DagsterClient) -> Syn
     update: dict[str, Any] = {"last_run_id": runs[0].run_id}
     success = next((r for r in runs if r.status == "SUCCESS"), None)
     if success is not None and success.end_time:
-        update["last_synced_at"] = run_object(
-            success, sync_id=sync.id, metadata=None, error=None, ui=""
-        )["completed_at"]
+        update["last_synced_at"] = iso_timestamp(success.end_time)
     finished = next((r for r in runs if r.status in ("SUCCESS", "FAILURE")), None)
     if sync.status == "active" and finished is not None and finished.status == "FAILURE":
         update["status"] = "error"
