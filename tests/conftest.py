@@ -61,8 +61,16 @@ def pg_url(pg_server_url: sa.URL) -> Iterator[str]:
     try:
         yield pg_server_url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(5):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except sa.exc.DBAPIError:
+                # A session of another role (an autovacuum worker) may hold it a moment.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         admin.dispose()
 
 
