@@ -124,6 +124,10 @@ def diff_pandas(
     return time.perf_counter() - started, {"add": adds, "update": updates, "remove": removes}
 
 
+# The process's peak RSS in kB. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec,
+# so a child would show its parent's peak.
+PEAK_KB = "re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)"
+
 RSS_RUN = textwrap.dedent("""
     import dataclasses, re, sys, time
     from datetime import UTC, datetime
@@ -138,9 +142,7 @@ RSS_RUN = textwrap.dedent("""
     # Another sync of the same audience: an empty snapshot, so every member is written.
     sync_job = dataclasses.replace(job(Path({out!r})), sync_id="rss-sync")
     report = run_sync(store, sync_job, run_id="rss", now=datetime.now(UTC))
-    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec (the parent's peak would show).
-    hwm = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
-    print(time.perf_counter() - t, report.added, hwm)
+    print(time.perf_counter() - t, report.added, {peak_kb})
 """)
 
 
@@ -207,16 +209,15 @@ def main() -> None:
     print(f"\nplan: {engine_plan}")
 
     del snapshot
-    floor_rss = int(run_child(
-        "import composable_dagster.sync.engine, re; "
-        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
-    )) / 1024  # fmt: skip
+    floor_kb = run_child(f"import composable_dagster.sync.engine, re; print({PEAK_KB})")
+    floor_rss = int(floor_kb) / 1024
     code = RSS_RUN.format(
         bench_dir=str(Path(__file__).parent),
         warehouse=warehouse,
         home=str(work / "home"),
         out=str(work / "rss-out"),
         memory_limit=args.memory_limit,
+        peak_kb=PEAK_KB,
     )
     line = run_child(code)
     seconds, sent, rss_kb = line.split()

@@ -47,31 +47,31 @@ def pg_url(pg_server_url: sa.URL) -> Iterator[str]:
     """A brand-new, empty PostgreSQL database for one test, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    for attempt in range(5):
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            break
-        except sa.exc.OperationalError:
-            # "source database template1 is being accessed by other users": another
-            # CREATE DATABASE is copying the template right now; it passes in a moment.
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    # "source database template1 is being accessed by other users": another CREATE
+    # DATABASE is copying the template right now; it passes in a moment.
+    _execute_retrying(admin, f'CREATE DATABASE "{name}"', retry_on=sa.exc.OperationalError)
     try:
         yield pg_server_url.set(database=name).render_as_string(hide_password=False)
     finally:
-        for attempt in range(5):
-            try:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                break
-            except sa.exc.DBAPIError:
-                # A session of another role (an autovacuum worker) may hold it a moment.
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+        # A session of another role (an autovacuum worker) may hold it for a moment.
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        _execute_retrying(admin, drop, retry_on=sa.exc.DBAPIError)
         admin.dispose()
+
+
+def _execute_retrying(
+    admin: sa.Engine, statement: str, *, retry_on: type[Exception], attempts: int = 5
+) -> None:
+    """Run one administrative statement, retrying a transient `retry_on` with backoff."""
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(statement))
+            return
+        except retry_on:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 DEMO_CUSTOMERS = 2_000
