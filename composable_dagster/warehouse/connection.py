@@ -34,6 +34,12 @@ _DIALECTS = {
 }
 
 
+# Compiled SQL is complete text (values are literals): a statement executed without
+# parameters must reach the driver as is, or psycopg reads the `%` of `LIKE '%x'` or of a
+# modulo as a placeholder.
+LITERAL_SQL = {"no_parameters": True}
+
+
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     columns: tuple[Column, ...]
@@ -204,7 +210,7 @@ def _engine(url: str, read_only: bool) -> sa.Engine:
         engine = sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": read_only})
         sa.event.listen(engine, "connect", _duckdb_quiet)
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, execution_options=LITERAL_SQL)
     if read_only and parsed.get_backend_name() == "postgresql":
         sa.event.listen(engine, "connect", _postgres_read_only)
     return engine

@@ -169,3 +169,38 @@ def seed_body(setup: dict[str, str]) -> dict:
         "sync_mode": "mirror",
         "schedule": "0 */4 * * *",
     }
+
+
+def post_ok(client: TestClient, tenant: Tenant, path: str, body: dict) -> dict:
+    """POST to a workspace path; the created (or returned) object, after asserting success."""
+    response = client.post(tenant.url(path), json=body, headers=tenant.headers)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+@pytest.fixture
+def catalog(client: TestClient, tenant: Tenant) -> dict[str, str]:
+    """Models of the warehouse's analytics.customers, orders and events, their
+    relationships and an order-count trait, created over HTTP; their ids by name."""
+    ids: dict[str, str] = {}
+    for body in (
+        {"name": "customers", "source_schema": "analytics", "source_table": "customers",
+         "primary_key_column": "customer_id"},
+        {"name": "orders", "source_schema": "analytics", "source_table": "orders",
+         "entity_type": "related", "primary_key_column": "order_id"},
+        {"name": "events", "source_schema": "analytics", "source_table": "events",
+         "entity_type": "event", "primary_key_column": "event_id",
+         "timestamp_column": "occurred_at"},
+    ):  # fmt: skip
+        ids[body["name"]] = post_ok(client, tenant, "/models", body)["id"]
+    for name, target in (("customer_orders", "orders"), ("customer_events", "events")):
+        ids[name] = post_ok(client, tenant, "/relationships", {
+            "name": name, "from_model_id": ids["customers"], "to_model_id": ids[target],
+            "from_column": "customer_id", "to_column": "customer_id",
+        })["id"]  # fmt: skip
+    ids["order_count"] = post_ok(client, tenant, "/traits", {
+        "name": "Order count", "slug": "order_count", "parent_model_id": ids["customers"],
+        "trait_type": "aggregation",
+        "config": {"relationship_id": ids["customer_orders"], "function": "count"},
+    })["id"]  # fmt: skip
+    return ids

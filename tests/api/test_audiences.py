@@ -79,43 +79,6 @@ def warehouse_url(tmp_path: Path) -> str:
     return f"duckdb:///{path}"
 
 
-@pytest.fixture
-def catalog(client: TestClient, tenant: Tenant) -> dict[str, str]:
-    """Models, relationships and a trait, created over HTTP; their ids by name."""
-    ids: dict[str, str] = {}
-    for body in (
-        {"name": "customers", "source_schema": "analytics", "source_table": "customers",
-         "primary_key_column": "customer_id"},
-        {"name": "orders", "source_schema": "analytics", "source_table": "orders",
-         "entity_type": "related", "primary_key_column": "order_id"},
-        {"name": "events", "source_schema": "analytics", "source_table": "events",
-         "entity_type": "event", "primary_key_column": "event_id",
-         "timestamp_column": "occurred_at"},
-    ):  # fmt: skip
-        response = client.post(tenant.url("/models"), json=body, headers=tenant.headers)
-        assert response.status_code == 201, response.text
-        ids[body["name"]] = response.json()["id"]
-    for name, target in (("customer_orders", "orders"), ("customer_events", "events")):
-        response = client.post(
-            tenant.url("/relationships"),
-            json={"name": name, "from_model_id": ids["customers"], "to_model_id": ids[target],
-                  "from_column": "customer_id", "to_column": "customer_id"},
-            headers=tenant.headers,
-        )  # fmt: skip
-        assert response.status_code == 201, response.text
-        ids[name] = response.json()["id"]
-    trait = client.post(
-        tenant.url("/traits"),
-        json={"name": "Order count", "slug": "order_count", "parent_model_id": ids["customers"],
-              "trait_type": "aggregation",
-              "config": {"relationship_id": ids["customer_orders"], "function": "count"}},
-        headers=tenant.headers,
-    )  # fmt: skip
-    assert trait.status_code == 201, trait.text
-    ids["order_count"] = trait.json()["id"]
-    return ids
-
-
 def create(client: TestClient, tenant: Tenant, body: dict) -> dict:
     response = client.post(tenant.url("/audiences"), json=body, headers=tenant.headers)
     assert response.status_code == 201, response.text
