@@ -8,11 +8,17 @@ import gzip
 import io
 import json
 import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.registry import known_implementations
+from fsspec.spec import AbstractFileSystem
 
 from composable_dagster.destinations import DESTINATION_TYPES
 from composable_dagster.destinations.base import (
@@ -29,7 +35,7 @@ STARTED = dt.datetime(2024, 6, 15, 8, 30, 5, tzinfo=dt.UTC)
 DESTINATION = FileDestination()
 
 
-def make_config(path: Path, **overrides: object) -> FileConfig:
+def make_config(path: Path | str, **overrides: object) -> FileConfig:
     config = DESTINATION.parse_config({"path": str(path), **overrides})
     assert isinstance(config, FileConfig)
     return config
@@ -72,8 +78,11 @@ UPDATES = batch(
 
 def read_back(path: Path, fmt: str) -> list[dict]:
     """Rows of a published file as Python values (CSV and JSON values as text)."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
+    return parse_rows(path.read_bytes(), fmt=fmt, gzipped=path.suffix == ".gz")
+
+
+def parse_rows(raw: bytes, *, fmt: str, gzipped: bool) -> list[dict]:
+    if gzipped:
         raw = gzip.decompress(raw)
     if fmt == "parquet":
         return pq.read_table(io.BytesIO(raw)).to_pylist()
@@ -276,3 +285,191 @@ def test_check_connection_reports_an_unwritable_directory(tmp_path: Path) -> Non
     check = DESTINATION.check_connection(make_config(blocker / "sub"))
     assert not check.ok and "cannot write" in check.message
     assert os.listdir(tmp_path / "new") == []  # the probe file is gone
+
+
+# fsspec URLs: `file://` into tmp_path (real disk) and the in-process `memory://` filesystem.
+
+
+@dataclass(frozen=True)
+class UrlRoot:
+    url: str  # what the config says
+    fs: AbstractFileSystem
+    path: str  # the same place as the filesystem names it
+
+    def sync_dir(self) -> str:
+        return f"{self.path}/sync-7"
+
+
+@pytest.fixture(params=["file", "memory"])
+def url_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UrlRoot]:
+    if request.param == "file":
+        yield UrlRoot(f"file://{tmp_path}/out", fsspec.filesystem("file"), f"{tmp_path}/out")
+        return
+    # The memory filesystem is one dict per process: a unique top level, removed afterwards.
+    top = f"composable-test-{uuid.uuid4().hex}"
+    memory = fsspec.filesystem("memory")
+    yield UrlRoot(f"memory://{top}/out", memory, f"/{top}/out")
+    if memory.exists(f"/{top}"):
+        memory.rm(f"/{top}", recursive=True)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compression"), [("csv", "none"), ("jsonl", "gzip"), ("parquet", "none")]
+)
+def test_url_run_is_staged_then_moved_into_place(
+    url_root: UrlRoot, tmp_path: Path, fmt: str, compression: str
+) -> None:
+    config = make_config(url_root.url, format=fmt, compression=compression)
+    connector = DESTINATION.open(config, context=context(), started_at=STARTED)
+    connector.deliver(ADDS)
+    connector.deliver(UPDATES)
+    token = connector.stage()
+    assert token is not None
+
+    suffix = ".gz" if compression == "gzip" else ""
+    final = f"{url_root.sync_dir()}/20240615T083005Z_run-1.{fmt}{suffix}"
+    assert token == url_root.fs.unstrip_protocol(f"{final}.part")
+    assert url_root.fs.ls(url_root.sync_dir(), detail=False) == [f"{final}.part"]
+
+    DESTINATION.publish(config, token)
+    DESTINATION.publish(config, token)  # recovery re-publish: a no-op
+    connector.close(success=True)
+    assert url_root.fs.ls(url_root.sync_dir(), detail=False) == [final]
+
+    raw = url_root.fs.cat_file(final)
+    assert raw.startswith(b"\x1f\x8b") == (compression == "gzip")
+    rows = parse_rows(raw, fmt=fmt, gzipped=compression == "gzip")
+    assert [r["entity_key"] for r in rows] == ["c1", "c2", "c3", "c4"]
+    assert [r["operation"] for r in rows] == ["add", "add", "add", "update"]
+    assert [r["city"] for r in rows] == ["Zürich", 'naïve, "quoted"', "line\nbreak", "Oslo"]
+    if url_root.url.startswith("file://"):  # the URL reached the real disk
+        assert (tmp_path / "out" / "sync-7" / Path(final).name).is_file()
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_failed_url_run_leaves_nothing(url_root: UrlRoot, staged: bool) -> None:
+    config = make_config(url_root.url, format="parquet")
+    connector = DESTINATION.open(config, context=context(), started_at=STARTED)
+    connector.deliver(ADDS)
+    if staged:  # staged, but the engine's snapshot commit failed
+        token = connector.stage()
+        assert token is not None and url_root.fs.ls(url_root.sync_dir(), detail=False)
+    connector.close(success=False)
+    assert url_root.fs.ls(url_root.sync_dir(), detail=False) == []
+
+
+def test_url_crash_before_publish_is_recovered_by_publishing_the_token(
+    url_root: UrlRoot,
+) -> None:
+    config = make_config(url_root.url, format="jsonl")
+    connector = DESTINATION.open(config, context=context(), started_at=STARTED)
+    connector.deliver(ADDS)
+    token = connector.stage()
+    assert token is not None
+    # The process dies here: no publish, no close. Recovery publishes the committed token
+    # (twice, to be sure it is idempotent); the next run must keep the published file.
+    DESTINATION.publish(config, token)
+    DESTINATION.publish(config, token)
+    later = STARTED + dt.timedelta(hours=1)
+    next_run = DESTINATION.open(config, context=context(run_id="run-2"), started_at=later)
+    next_run.deliver(UPDATES)
+    DESTINATION.publish(config, next_run.stage() or "")
+    next_run.close(success=True)
+    names = sorted(p.rsplit("/", 1)[1] for p in url_root.fs.ls(url_root.sync_dir(), detail=False))
+    assert names == ["20240615T083005Z_run-1.jsonl", "20240615T093005Z_run-2.jsonl"]
+    first = parse_rows(
+        url_root.fs.cat_file(f"{url_root.sync_dir()}/{names[0]}"), fmt="jsonl", gzipped=False
+    )
+    assert [r["entity_key"] for r in first] == ["c1", "c2", "c3"]
+
+    url_root.fs.rm(f"{url_root.sync_dir()}/{names[0]}")  # neither part nor file exists now
+    with pytest.raises(DeliveryError, match="neither the staged part nor the published file"):
+        DESTINATION.publish(config, token)
+
+
+def test_url_open_removes_orphaned_parts_of_earlier_runs_only(url_root: UrlRoot) -> None:
+    fs, directory = url_root.fs, url_root.sync_dir()
+    fs.makedirs(directory, exist_ok=True)
+    orphan = f"{directory}/20240615T080000Z_run-0.csv.part"
+    published = f"{directory}/20240615T080000Z_run-00.csv"
+    later = f"{directory}/20240615T090000Z_run-9.csv.part"  # a clock ahead: not ours to judge
+    other_sync = f"{url_root.path}/sync-8/20240615T080000Z_run-0.csv.part"
+    fs.makedirs(f"{url_root.path}/sync-8", exist_ok=True)
+    for path in (orphan, published, later, other_sync):
+        fs.pipe_file(path, b"entity_key,operation\n")
+
+    config = make_config(url_root.url)
+    connector = DESTINATION.open(config, context=context(), started_at=STARTED)
+    assert not fs.exists(orphan)
+    assert fs.exists(published) and fs.exists(later) and fs.exists(other_sync)
+    connector.close(success=False)
+
+
+def test_url_publish_refuses_tokens_outside_the_root() -> None:
+    top = f"composable-test-{uuid.uuid4().hex}"
+    memory = fsspec.filesystem("memory")
+    config = make_config(f"memory://{top}/out")
+    outside = f"/{top}/elsewhere.csv.part"
+    memory.pipe_file(outside, b"not ours")
+    try:
+        for token in (
+            f"memory://{outside}",
+            f"memory:///{top}/out/../elsewhere.csv.part",  # climbs out once normalised
+            f"file:///{top}/out/s/x.csv.part",  # another protocol
+            f"/{top}/out/s/x.csv.part",  # a plain path
+            f"memory:///{top}/out/s/x.csv",  # not a part
+        ):
+            with pytest.raises(InvalidInputError, match="token"):
+                DESTINATION.publish(config, token)
+        assert memory.cat_file(outside) == b"not ours"
+        assert not memory.exists(f"/{top}/elsewhere.csv")
+        with pytest.raises(DeliveryError, match="neither the staged part"):
+            DESTINATION.publish(config, f"memory:///{top}/out/s/x.csv.part")
+    finally:
+        memory.rm(f"/{top}", recursive=True)
+
+
+def test_unknown_or_unavailable_protocols_are_refused_at_parse_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A protocol fsspec knows whose package is missing (as s3fs is for s3:// here), made
+    # certain by registering one that points at a module that does not exist.
+    monkeypatch.setitem(
+        known_implementations,
+        "absentfs",
+        {"class": "absentfs_pkg.AbsentFileSystem", "err": "Install absentfs_pkg to use absentfs"},
+    )
+    cases = [
+        ("nosuchproto://bucket/out", "nosuchproto"),
+        ("simplecache::memory://bucket/out", "chained"),
+        ("memory://", "no bucket"),
+        ("absentfs://bucket/out", "absentfs_pkg"),
+    ]
+    for path, named in cases:
+        with pytest.raises(InvalidInputError, match=named) as refused:
+            DESTINATION.parse_config({"path": path})
+        assert refused.value.field == "config.path"
+        assert str(refused.value).startswith("config.path: ")
+    # A colon-slash-slash later in a plain path is no URL.
+    assert make_config("/srv/a://b").path == "/srv/a://b"
+
+
+def test_url_rejects_unsafe_ids(url_root: UrlRoot) -> None:
+    config = make_config(url_root.url)
+    with pytest.raises(InvalidInputError, match="sync_id"):
+        DESTINATION.open(
+            config,
+            context=SyncContext(sync_id="..", run_id="r", mode=SyncMode.ADD),
+            started_at=STARTED,
+        )
+    assert not url_root.fs.exists(url_root.path) or url_root.fs.ls(url_root.path) == []
+
+
+def test_check_connection_on_urls(url_root: UrlRoot) -> None:
+    check = DESTINATION.check_connection(make_config(url_root.url))
+    assert check.ok, check.message
+    assert url_root.fs.ls(url_root.path, detail=False) == []  # the probe object is gone
+    url_root.fs.pipe_file(f"{url_root.path}/blocker", b"")
+    check = DESTINATION.check_connection(make_config(f"{url_root.url}/blocker/sub"))
+    assert not check.ok
+    assert check.message.startswith(f"cannot write to {url_root.url}/blocker/sub: ")
