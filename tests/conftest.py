@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from composable_dagster.api.dagster_client import DagsterClient
+from tests.webhook_receiver import Receiver, serving_receiver
 
 
 def _server_url() -> sa.URL:
@@ -167,3 +168,10 @@ def running_system(demo_env: DemoEnv) -> Iterator[RunningSystem]:
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver: a real HTTP server on 127.0.0.1 (tests/webhook_receiver.py)."""
+    with serving_receiver() as running:
+        yield running

@@ -6,6 +6,7 @@ tags, and read runs and materializations back (run history is Dagster's own).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ query Materializations($key: AssetKeyInput!, $limit: Int) {
           ... on FloatMetadataEntry { floatValue }
           ... on TextMetadataEntry { text }
           ... on MarkdownMetadataEntry { mdStr }
+          ... on TableMetadataEntry { table { records } }
         }
       }
     }
@@ -241,4 +243,6 @@ def _entry_value(entry: Mapping[str, Any]) -> Any:
     for field in ("intValue", "floatValue", "text", "mdStr"):
         if field in entry:
             return entry[field]
+    if "table" in entry:  # records arrive as JSON strings
+        return [json.loads(record) for record in entry["table"]["records"]]
     return None

@@ -72,6 +72,7 @@ def run_object(
         "completed_at": ended,
         "duration_seconds": duration,
         **counts,
+        "row_errors": _row_errors(metadata),
         "error": error,
         "dagster_run_url": f"{ui}/runs/{run.run_id}",
     }
@@ -119,6 +120,12 @@ def latest_by_sync(runs: Iterable[RunInfo]) -> dict[str, list[RunInfo]]:
         if TAG_SYNC in run.tags:
             grouped.setdefault(run.tags[TAG_SYNC], []).append(run)
     return grouped
+
+
+def _row_errors(metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The run's first per-row errors, from the sync asset's `row_errors` table."""
+    records = (metadata or {}).get("row_errors") or []
+    return [{name: r.get(name) for name in ("entity_key", "operation", "error")} for r in records]
 
 
 def _first_line(message: str) -> str:

@@ -200,6 +200,12 @@ class SyncPublic(Audited):
     split_group_id: str | None
 
 
+class RowErrorPublic(Public):
+    entity_key: str | None
+    operation: str
+    error: str
+
+
 class SyncRunPublic(Public):
     id: str
     sync_id: str
@@ -213,6 +219,7 @@ class SyncRunPublic(Public):
     rows_updated: int
     rows_removed: int
     rows_failed: int
+    row_errors: list[RowErrorPublic]
     error: str | None
     dagster_run_url: str
 

@@ -4,8 +4,8 @@
 """
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,9 @@ class AudienceAssetSpec:
     deps: Sequence[dg.AssetKey]
     kind: str
     max_member_drop: float
+    # Row hashes of the syncs' mappings, stored with the membership so their diffs need
+    # not read the parent model (sync/plan.py `membership_row_hash`): name -> columns.
+    row_hashes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def build_audience_asset(spec: AudienceAssetSpec) -> dg.AssetsDefinition:
@@ -78,13 +81,21 @@ def build_audience_asset(spec: AudienceAssetSpec) -> dg.AssetsDefinition:
             now=datetime.now(UTC),  # the adapter reads the clock; the compiler never does
             dialect=store.dialect,
             audience_id=spec.audience_id,
+            null_keys=True,  # counted and reported, never members
         )
-        change = store.replace_members(audience_id=spec.audience_id, members=compiled.expression)
+        change = store.replace_members(
+            audience_id=spec.audience_id, members=compiled.expression, row_hashes=spec.row_hashes
+        )
         duration = time.monotonic() - started
         context.log.info(
             f"{spec.name}: {change.member_count} members "
             f"(+{change.added or 0} / -{change.removed or 0}) in {duration:.2f} s"
         )
+        if change.rows_without_key:
+            context.log.warning(
+                f"{spec.name}: {change.rows_without_key} matching rows have a NULL key; they "
+                "are not members, and its syncs report them as failed rows"
+            )
         return dg.MaterializeResult(
             metadata=membership_metadata(change, sql=compiled.sql, duration=duration),
             check_results=membership_checks(change, max_member_drop=spec.max_member_drop),
@@ -97,6 +108,7 @@ def membership_metadata(change: MembershipChange, *, sql: str, duration: float) 
     """Numbers an operator charts over time (the UI plots numeric metadata) and the SQL."""
     metadata: dict[str, Any] = {
         "member_count": dg.MetadataValue.int(change.member_count),
+        "rows_without_key": dg.MetadataValue.int(change.rows_without_key),
         "duration_seconds": dg.MetadataValue.float(round(duration, 3)),
         "compiled_sql": dg.MetadataValue.md(f"```sql\n{sql}\n```"),
     }

@@ -33,7 +33,7 @@ from composable_dagster.filters import (
     referenced_model_ids,
 )
 from composable_dagster.sync.engine import SafetyConfig, SyncJob
-from composable_dagster.sync.plan import SyncMode, resolve_field_mapping
+from composable_dagster.sync.plan import SyncMode, membership_row_hash, resolve_field_mapping
 from composable_dagster.sync.splits import GroupShare, split_ranges
 
 TableName = tuple[str | None, str]  # (schema, table), lower case
@@ -77,6 +77,23 @@ def catalog_definitions(
             traits=rows.of_workspace(workspace.id, "traits"),
             audiences=audiences,
         )
+        destinations = {d.id: d for d in rows.of_workspace(workspace.id, "destinations")}
+        audience_ids = {a.id for a in audiences}
+        syncs = [
+            s
+            for s in rows.of_workspace(workspace.id, "syncs")
+            if s.audience_id in audience_ids and s.destination_id in destinations
+        ]
+        jobs_by_sync = {
+            sync.id: _sync_job(
+                sync, schema=schema, destination=destinations[sync.destination_id],
+                split_groups=rows.of_workspace(workspace.id, "split_groups"),
+            )
+            for sync in syncs
+        }  # fmt: skip
+        row_hashes = _row_hashes_by_audience(
+            [job for job, _problem in jobs_by_sync.values() if job is not None], dialect=dialect
+        )
         model_deps = {m.id: _model_assets(m, table_assets) for m in models}
         audience_keys = {a.id: audience_key(workspace.slug, a.slug) for a in audiences}
         for audience in audiences:
@@ -104,17 +121,12 @@ def catalog_definitions(
                         deps=sorted(deps, key=lambda k: k.to_user_string()),
                         kind=dialect,
                         max_member_drop=max_member_drop,
+                        row_hashes=row_hashes.get(audience.id, {}),
                     )
                 )
             )
-        destinations = {d.id: d for d in rows.of_workspace(workspace.id, "destinations")}
-        for sync in rows.of_workspace(workspace.id, "syncs"):
-            if sync.audience_id not in audience_keys or sync.destination_id not in destinations:
-                continue
-            job, problem = _sync_job(
-                sync, schema=schema, destination=destinations[sync.destination_id],
-                split_groups=rows.of_workspace(workspace.id, "split_groups"),
-            )  # fmt: skip
+        for sync in syncs:
+            job, problem = jobs_by_sync[sync.id]
             spec = SyncAssetSpec(
                 key=sync_key(workspace.slug, sync.slug),
                 audience_key=audience_keys[sync.audience_id],
@@ -187,6 +199,18 @@ def _sync_job(
     except (DomainError, StopIteration, ValueError) as err:
         return None, str(err) or type(err).__name__
     return job, ""
+
+
+def _row_hashes_by_audience(
+    jobs: Sequence[SyncJob], *, dialect: str
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per audience, the row hashes its materialization stores for its syncs' mappings."""
+    hashes: dict[str, dict[str, tuple[str, ...]]] = {}
+    for job in jobs:
+        column = membership_row_hash(job.fields, dialect=dialect)
+        if column is not None:
+            hashes.setdefault(job.audience_id, {})[column.name] = column.columns
+    return hashes
 
 
 def _valid_cron(schedule: str | None) -> bool:

@@ -20,6 +20,13 @@ SYNC_JOB_NAME = "composable_syncs"
 TAG_WORKSPACE = "composable/workspace_id"
 TAG_SYNC = "composable/sync_id"
 TAG_TRIGGER = "composable/trigger"
+ROW_ERRORS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("entity_key", "string"),
+        dg.TableColumn("operation", "string", description="add, update, remove or reject"),
+        dg.TableColumn("error", "string"),
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,8 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
 
 
 def sync_metadata(report: SyncReport) -> dict[str, Any]:
-    """What the run did, as numbers the UI plots, plus a sample of per-row errors."""
+    """What the run did, as numbers the UI plots, plus the first per-row errors (a table the
+    UI shows and the API returns with the run)."""
     metadata: dict[str, Any] = {
         "rows_processed": dg.MetadataValue.int(report.processed),
         "rows_added": dg.MetadataValue.int(report.added),
@@ -99,9 +107,13 @@ def sync_metadata(report: SyncReport) -> dict[str, Any]:
         "planned": dg.MetadataValue.json(report.planned),
     }
     if report.errors:
-        lines = ["| key | operation | error |", "|---|---|---|"]
-        lines += [f"| {k} | {op} | {reason.replace('|', '/')} |" for k, op, reason in report.errors]
-        metadata["row_errors"] = dg.MetadataValue.md("\n".join(lines))
+        metadata["row_errors"] = dg.MetadataValue.table(
+            records=[
+                dg.TableRecord({"entity_key": key, "operation": op, "error": reason})
+                for key, op, reason in report.errors
+            ],
+            schema=ROW_ERRORS_SCHEMA,
+        )
     return metadata
 
 

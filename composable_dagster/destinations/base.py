@@ -79,9 +79,8 @@ class RecordBatch:
     `rows` has one column per destination field of the field mapping, in mapping order
     (values already normalised/hashed where the mapping asks); `keys[i]` is the entity key
     of `rows` row i. REMOVE batches carry the last delivered values of the removed rows.
-    `idempotency_key` is derived from the batch's content (sync, operation, keys and row
-    hashes), so a batch re-sent after a crash carries the same key and a receiver can
-    de-duplicate it.
+    `idempotency_key` is derived from (sync, run, operation, batch number): every attempt
+    to send this batch carries it, and no other batch, of this run or a later one, does.
     """
 
     operation: Operation

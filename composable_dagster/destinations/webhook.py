@@ -8,15 +8,17 @@ Body of each request (`Content-Type: application/json`):
 with headers `Idempotency-Key: <idempotency_key>` and, when a signing secret is configured,
 `X-Composable-Signature: sha256=<hex HMAC-SHA256 of the raw body>`. A RecordBatch larger than
 the config's `batch_size` is sent as several requests whose idempotency keys are the batch's
-key suffixed `:<part>/<parts>` (stable, because batches are content-derived).
+key suffixed `:<part>/<parts>`.
 
 Delivery is at-least-once: a 2xx confirms every record of the request. A 429 waits for
 `Retry-After` (seconds or an HTTP date, at most 300 s; backoff when absent); 408, 5xx,
 timeouts and broken connections retry with exponential backoff and jitter; any other status
 fails the request's records with `HTTP <code>: <body>` and is not retried. When retries are
-exhausted the destination fails (DeliveryError) and the run stops; the engine re-sends the
-same batch with the same idempotency key next time, so a receiver that de-duplicates on
-`Idempotency-Key` sees each change exactly once.
+exhausted the destination fails (DeliveryError) and the run stops, and the next run sends
+what was not confirmed again. The idempotency key is one per (sync, run, operation, batch):
+a receiver that de-duplicates on `Idempotency-Key` applies a retried request once, and never
+mistakes a later run's identical change (a member who left and came back) for a duplicate.
+Records carry their key and operation, so applying a re-sent one again changes nothing.
 
 Header values and the signing secret are secrets: they appear in no message, repr or log.
 """

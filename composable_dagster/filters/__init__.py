@@ -7,6 +7,7 @@ argument), no environment. See docs/filters.md for the semantics.
 from composable_dagster.filters.compile import (
     DIALECTS,
     MAX_PREVIEW_ROWS,
+    PARENT_ALIAS,
     CompiledQuery,
     compile_count,
     compile_members,
@@ -50,6 +51,7 @@ __all__ = [
     "DIALECTS",
     "MAX_PREVIEW_ROWS",
     "OPERATORS",
+    "PARENT_ALIAS",
     "AndNode",
     "AudienceCondition",
     "AudienceDef",

@@ -51,6 +51,8 @@ from composable_dagster.filters.tree import (
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "databricks")
 KEY = "fk"  # output name of every key-set subquery
+# The parent model's alias in `compile_members` output: callers may add projections over it.
+PARENT_ALIAS = "p"
 MAX_PREVIEW_ROWS = 100
 
 
@@ -586,7 +588,7 @@ def _root(
     node = parse_filter_tree(tree, path=path)
     compiler = Compiler(schema=schema, dialect=dialect, now=to_utc_naive(now) if now else None)
     parent = compiler.model(parent_model_id, path="parent_model_id")
-    scope = Scope(parent, "p", frozenset({parent.primary_key}))
+    scope = Scope(parent, PARENT_ALIAS, frozenset({parent.primary_key}))
     compiler.column(scope, parent.primary_key, path="parent_model_id")
     audiences: tuple[str, ...] = ()
     if audience_id is not None:
@@ -601,15 +603,20 @@ def _root(
 
 
 def _members_select(
-    compiler: Compiler, scope: Scope, pred: exp.Expression, *projections: exp.Expression
+    compiler: Compiler,
+    scope: Scope,
+    pred: exp.Expression,
+    *projections: exp.Expression,
+    null_keys: bool = False,
 ) -> exp.Select:
     key = col(scope.alias, scope.model.primary_key)
     parts = [pred]
-    # Rows without a key are never members. The explicit check is skipped when the catalog
-    # says the key is NOT NULL or a top-level `key IN (...)` already drops NULL keys: on
-    # DuckDB it otherwise stops the IN from being planned as a plain semi-join (~2x slower).
+    # Rows without a key are never members (with `null_keys` the caller drops and counts
+    # them). The explicit check is skipped when the catalog says the key is NOT NULL or a
+    # top-level `key IN (...)` already drops NULL keys: on DuckDB it otherwise stops the IN
+    # from being planned as a plain semi-join (~2x slower).
     keyed = any(isinstance(c, exp.In) and c.this == key for c in _conjuncts(pred))
-    if scope.model.columns[scope.model.primary_key].nullable and not keyed:
+    if scope.model.columns[scope.model.primary_key].nullable and not keyed and not null_keys:
         parts.insert(0, is_not_null(key))
     return (
         exp.select(*projections)
@@ -665,8 +672,14 @@ def compile_members(
     now: datetime,
     dialect: str = "duckdb",
     audience_id: str | None = None,
+    null_keys: bool = False,
 ) -> CompiledQuery:
-    """SQL selecting the audience members: one column ``entity_key``, each member once.
+    """SQL selecting the audience members: one column ``entity_key``, one row per matching
+    parent row (a key the parent model holds twice appears twice), from the parent model
+    aliased ``PARENT_ALIAS``.
+
+    Rows whose key is NULL are never members. With `null_keys` they are kept (with a NULL
+    ``entity_key``) so the caller can count them; otherwise they are filtered out.
 
     Args:
         tree: Parsed tree or its JSON.
@@ -688,9 +701,10 @@ def compile_members(
         audience_id=audience_id,
     )
     key = col(scope.alias, scope.model.primary_key)
-    return _render(
-        _members_select(compiler, scope, pred, exp.alias_(key, "entity_key", quoted=True)), dialect
+    select = _members_select(
+        compiler, scope, pred, exp.alias_(key, "entity_key", quoted=True), null_keys=null_keys
     )
+    return _render(select, dialect)
 
 
 def compile_count(

@@ -11,8 +11,9 @@ Guarantees (see docs/architecture.md, "Sync runs"):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,13 +41,17 @@ from composable_dagster.sync.plan import (
     SplitRange,
     SyncMode,
     changes,
-    current_rows,
+    current_hashes,
+    current_values,
+    delta,
     duplicate_keys,
     empty_like,
     mapping_fingerprint,
+    membership_row_hash,
     snapshot_columns,
 )
 from composable_dagster.warehouse.activation import ActivationStore
+from composable_dagster.warehouse.fingerprints import key_hash
 
 ERROR_SAMPLE = 20
 
@@ -117,11 +122,22 @@ class _Tables:
         self.field_count = field_count
         tag = sync_id.replace("-", "")
         self.snapshot = store.snapshot_table(sync_id)
-        self.current = store.table(f"current_{tag}")
+        self.delta = store.table(f"delta_{tag}")
         self.changes = store.table(f"changes_{tag}")
         self.duplicates = store.table(f"duplicates_{tag}")
         self.errors = store.table(f"errors_{tag}")
         self.state = store.table("sync_state")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What `_plan` found: the delta's counts and the sizes the safety rules weigh."""
+
+    planned: dict[str, int]  # operation -> keys (add, update, remove, reject)
+    members: int
+    snapshot_size: int
+    rows_without_key: int  # matched the audience's filter with a NULL key
+    current: exp.Select  # every member with values: what a full-snapshot mirror sends
 
 
 def run_sync(
@@ -139,31 +155,50 @@ def run_sync(
     tables = _Tables(store, job.sync_id, field_count=len(job.fields))
     capabilities = job.destination.capabilities
     _recover(store, job, tables)
-    planned, members, snapshot_size, current = _plan(store, job, tables, now=now)
-    log(f"planned {planned} from {members} members against {snapshot_size} delivered")
-    _check_safety(job, planned=planned, members=members, snapshot_size=snapshot_size)
+    plan = _plan(store, job, tables, now=now)
+    log(f"planned {plan.planned} from {plan.members} members against "
+        f"{plan.snapshot_size} delivered in {time.monotonic() - started:.2f} s")  # fmt: skip
+    _check_safety(job, plan=plan)
 
+    full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
+    if full_snapshot:
+        # Every member is sent: keys duplicated anywhere in the parent model stay out.
+        with store.transaction() as conn:
+            _replace(store, conn, tables.duplicates, duplicate_keys(
+                members=store.members_table(job.audience_id), parent=job.parent,
+                dialect=store.dialect))  # fmt: skip
+        rejects, planned = tables.duplicates, plan.planned
+    else:
+        planned = _fetch_changes(store, job, tables, now=now)
+        rejects = tables.changes
     context = SyncContext(
         sync_id=job.sync_id,
         run_id=run_id,
         mode=job.mode,
         hashed_fields=frozenset(f.destination_field for f in job.fields if f.pii),
     )
-    full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
     deferred = capabilities.deferred_publish
     batch_size = job.safety.batch_size or capabilities.batch_size
     counts = {"add": 0, "update": 0, "remove": 0}
     errors: list[tuple[str, str, str]] = []
-    failed = _record_duplicates(store, tables, run_id=run_id, errors=errors)
+    failed = _record_rejects(store, tables, rejects, run_id=run_id, errors=errors)
+    if plan.rows_without_key:
+        # No key to send them by, nor to name them by: one error for all of them.
+        reason = f"NULL entity key: {plan.rows_without_key} matching rows have no key"
+        _record_errors(store, tables, run_id=run_id, op="reject", failures={None: reason})
+        errors.append(("", "reject", reason))
+        failed += plan.rows_without_key
 
     connector = job.destination.open(job.destination_config, context=context)
     committed = False  # once the snapshot names the staged output, that output must survive
+    batches = itertools.count()
     try:
         if deferred:
             _reset_confirmed(store, tables)
-        sends = _sends(job.mode, full_snapshot=full_snapshot, tables=tables, current=current)
+        sends = _sends(job.mode, full_snapshot=full_snapshot, tables=tables, current=plan.current)
         for op, source in sends:
-            for batch in _batches(store, source, op=op, job=job, batch_size=batch_size):
+            for batch in _batches(store, source, op=op, job=job, run_id=run_id,
+                                  batch_size=batch_size, sequence=batches):  # fmt: skip
                 result = connector.deliver(batch)
                 failures = dict(result.failed)
                 if failures:
@@ -179,7 +214,9 @@ def run_sync(
             _commit_unsent(store, tables, op=op)
         token = connector.stage()
         if deferred:
-            _commit_deferred(store, tables, current=current if full_snapshot else None, token=token)
+            _commit_deferred(
+                store, tables, current=plan.current if full_snapshot else None, token=token
+            )
             committed = True
             if token is not None:
                 job.destination.publish(job.destination_config, token)
@@ -193,7 +230,7 @@ def run_sync(
         # Every member was written; what changed in the destination's copy is the diff.
         counts = {op: planned.get(op, 0) for op in ("add", "update", "remove")}
     return SyncReport(
-        planned=planned,
+        planned={op: planned.get(op, 0) for op in ("add", "update", "remove")},
         added=counts["add"],
         updated=counts["update"],
         removed=counts["remove"],
@@ -221,13 +258,10 @@ def recent_errors(store: ActivationStore, sync_id: str, *, run_id: str) -> list[
 # --- planning ---------------------------------------------------------------------------
 
 
-def _plan(
-    store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime
-) -> tuple[dict[str, int], int, int, exp.Select]:
-    """Counts of the diff, of members and of delivered members, and the current-rows query.
+def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime) -> _Plan:
+    """The delta (keys and operations, no values) and its counts, in one transaction.
 
-    The current rows are never stored: the diff and the duplicate keys (small) are, and a
-    full-snapshot mirror streams the query itself.
+    Nothing per member leaves the engine, and the current rows are never stored.
     """
     members = store.members_table(job.audience_id)
     with store.transaction() as conn:
@@ -236,51 +270,71 @@ def _plan(
                 f"audience {job.audience_id} has no materialized membership yet; "
                 "materialize the audience first"
             )
-        current = current_rows(
+        values = current_values(
             members=members, parent=job.parent, fields=job.fields, schema=job.schema,
             split=job.split, dialect=store.dialect, now=now,
         )  # fmt: skip
         engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
         fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
-        _replace(
-            store, conn, tables.duplicates,
-            duplicate_keys(members=members, parent=job.parent, dialect=store.dialect),
-        )  # fmt: skip
         if not _exists(store, conn, tables.snapshot):
             _create(
-                store, conn, tables.snapshot,
-                empty_like(current, field_count=tables.field_count),
-            )  # fmt: skip
+                store, conn, tables.snapshot, empty_like(values, field_count=tables.field_count)
+            )
         elif _state(store, conn, tables, job.sync_id).get("fingerprint") not in (None, fingerprint):
-            _reset_snapshot_hashes(store, conn, tables, current=current)
+            _reset_snapshot_hashes(store, conn, tables, current=values)
         _set_state(store, tables, job.sync_id, fingerprint_pending=fingerprint, conn=conn)
-        diff = changes(
-            current=current, snapshot=tables.snapshot,
-            duplicates=tables.duplicates, field_count=len(job.fields),
+        stored = membership_row_hash(job.fields, dialect=store.dialect)
+        if stored is not None and not store.exists(conn, members, column=stored.name):
+            stored = None  # materialized before this mapping existed: hash the values here
+        current = current_hashes(
+            members=members, parent=job.parent, fields=job.fields, schema=job.schema,
+            split=job.split, dialect=store.dialect, now=now, stored=stored,
         )  # fmt: skip
-        _replace(store, conn, tables.changes, diff)
-        rows = conn.exec_driver_sql(
-            f"SELECT operation, count(*) FROM {_sql(store, tables.changes)} GROUP BY operation"
-        ).all()
-        # Without a split, the stored membership (distinct) has the count for free.
+        _replace(store, conn, tables.delta, delta(current=current, snapshot=tables.snapshot))
+        planned = _operation_counts(store, conn, tables.delta)
+        # Without a split, the stored membership (one row per key) has the count for free.
         counted = members if job.split is None else current.subquery("cur")
         member_count = _scalar(conn, store, _sql(store, exp.select("count(*)").from_(counted)))
         snapshot_size = _scalar(conn, store, f"SELECT count(*) FROM {_sql(store, tables.snapshot)}")
-    planned = {"add": 0, "update": 0, "remove": 0} | {op: int(n) for op, n in rows}
-    return planned, member_count, snapshot_size, current
+        without_key = store.rows_without_key(conn, job.audience_id)
+    return _Plan(
+        planned=planned, members=member_count, snapshot_size=snapshot_size,
+        rows_without_key=without_key, current=values,
+    )  # fmt: skip
 
 
-def _check_safety(
-    job: SyncJob, *, planned: dict[str, int], members: int, snapshot_size: int
-) -> None:
-    wipes = job.mode == SyncMode.MIRROR and members == 0 and snapshot_size > 0
+def _fetch_changes(
+    store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime
+) -> dict[str, int]:
+    """The delta with values (the changes table); its counts per operation."""
+    with store.transaction() as conn:
+        query = changes(
+            delta_table=tables.delta, snapshot=tables.snapshot, parent=job.parent,
+            fields=job.fields, schema=job.schema, dialect=store.dialect, now=now,
+        )  # fmt: skip
+        _replace(store, conn, tables.changes, query)
+        return _operation_counts(store, conn, tables.changes)
+
+
+def _operation_counts(
+    store: ActivationStore, conn: sa.Connection, table: exp.Table
+) -> dict[str, int]:
+    rows = conn.exec_driver_sql(
+        f"SELECT operation, count(*) FROM {_sql(store, table)} GROUP BY operation"
+    ).all()
+    return {"add": 0, "update": 0, "remove": 0, "reject": 0} | {op: int(n) for op, n in rows}
+
+
+def _check_safety(job: SyncJob, *, plan: _Plan) -> None:
+    snapshot_size = plan.snapshot_size
+    wipes = job.mode == SyncMode.MIRROR and plan.members == 0 and snapshot_size > 0
     if wipes and not job.safety.allow_empty_mirror:
         raise SyncSafetyError(
             f"the audience is empty while {snapshot_size} members were delivered before; "
             "refusing to mirror an empty audience (a broken source would wipe the "
             "destination). Set config.allow_empty_mirror to true if this is intended."
         )
-    removes = planned.get("remove", 0) if "remove" in SENT[job.mode] else 0
+    removes = plan.planned.get("remove", 0) if "remove" in SENT[job.mode] else 0
     if snapshot_size and removes / snapshot_size > job.safety.max_remove_share:
         raise SyncSafetyError(
             f"this run would remove {removes} of {snapshot_size} delivered members "
@@ -295,36 +349,43 @@ def _check_safety(
 def _sends(
     mode: SyncMode, *, full_snapshot: bool, tables: _Tables, current: exp.Select
 ) -> Iterator[tuple[str, exp.Select]]:
+    sent = ["entity_key", *snapshot_columns(tables.field_count)[3:]]
     if full_snapshot:
-        yield "add", exp.select("*").from_(current.subquery("x")).where(_not_duplicated(tables))
+        yield "add", exp.select(*sent).from_(current.subquery("x")).where(_not_duplicated(tables))
         return
     for op in ("remove", "update", "add"):
         if op in SENT[mode]:
-            yield (
-                op,
-                _select_all(tables.changes).where(
-                    exp.column("operation").eq(exp.Literal.string(op))
-                ),
-            )
+            operation = exp.column("operation").eq(exp.Literal.string(op))
+            yield op, exp.select(*sent).from_(tables.changes.copy()).where(operation)
 
 
 def _batches(
-    store: ActivationStore, source: exp.Select, *, op: str, job: SyncJob, batch_size: int
+    store: ActivationStore,
+    source: exp.Select,
+    *,
+    op: str,
+    job: SyncJob,
+    run_id: str,
+    batch_size: int,
+    sequence: Iterator[int],
 ) -> Iterator[RecordBatch]:
     names = [f.destination_field for f in job.fields]
     hashing = {f.destination_field: f.pii for f in job.fields if f.pii}
     query = source.order_by("entity_key")
     for arrow in _stream(store, query, batch_size=batch_size):
         keys = [str(k) for k in arrow.column("entity_key").to_pylist()]
-        hashes = [str(h) for h in arrow.column("row_hash").to_pylist()]
         rows = pa.table({name: arrow.column(f"f{i}") for i, name in enumerate(names)})
         if hashing:
             rows = apply_pii(rows, hashing)
-        digest = hashlib.sha256(f"{job.sync_id}|{op}".encode())
-        for key, row_hash in zip(keys, hashes, strict=True):
-            digest.update(f"|{key}:{row_hash}".encode())
+        # Per (run, batch): a retried request carries the same key, so a receiver applies
+        # it once; the same change in a later run (a member who left and came back) is a
+        # new request that must not be taken for a duplicate.
+        seed = f"{job.sync_id}|{run_id}|{op}|{next(sequence)}"
         yield RecordBatch(
-            operation=Operation(op), keys=keys, rows=rows, idempotency_key=digest.hexdigest()[:40]
+            operation=Operation(op),
+            keys=keys,
+            rows=rows,
+            idempotency_key=hashlib.sha256(seed.encode()).hexdigest()[:40],
         )
 
 
@@ -444,7 +505,7 @@ def _finish(store: ActivationStore, tables: _Tables, job: SyncJob) -> None:
         _set_state(
             store, tables, job.sync_id, fingerprint=state.get("fingerprint_pending"), conn=conn
         )
-        for table in (tables.changes, tables.current, tables.duplicates,
+        for table in (tables.delta, tables.changes, tables.duplicates,
                       _confirmed_table(store, tables)):  # fmt: skip
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
 
@@ -452,17 +513,21 @@ def _finish(store: ActivationStore, tables: _Tables, job: SyncJob) -> None:
 # --- errors -----------------------------------------------------------------------------
 
 
-def _record_duplicates(
-    store: ActivationStore, tables: _Tables, *, run_id: str, errors: list[tuple[str, str, str]]
+def _record_rejects(
+    store: ActivationStore,
+    tables: _Tables,
+    source: exp.Table,
+    *,
+    run_id: str,
+    errors: list[tuple[str, str, str]],
 ) -> int:
+    """Record the keys `source` rejects (the changes' rejects, or the duplicates table)."""
+    query = exp.select("entity_key", "source_rows").from_(source.copy())
+    if source.name == tables.changes.name:
+        query = query.where(exp.column("operation").eq(exp.Literal.string("reject")))
     with store.transaction() as conn:
-        rows = conn.exec_driver_sql(
-            f"SELECT entity_key, source_rows FROM {_sql(store, tables.duplicates)}"
-        ).all()
-    failures: dict[str, str] = {}
-    for key, n in rows:
-        reason = "NULL entity key" if key is None else f"duplicate key: {n} source rows"
-        failures[str(key)] = reason
+        rows = conn.exec_driver_sql(_sql(store, query)).all()
+    failures = {str(key): f"duplicate key: {n} source rows" for key, n in rows}
     if failures:
         _record_errors(store, tables, run_id=run_id, op="reject", failures=failures)
         errors.extend((k, "reject", v) for k, v in failures.items())
@@ -470,7 +535,12 @@ def _record_duplicates(
 
 
 def _record_errors(
-    store: ActivationStore, tables: _Tables, *, run_id: str, op: str, failures: dict[str, str]
+    store: ActivationStore,
+    tables: _Tables,
+    *,
+    run_id: str,
+    op: str,
+    failures: Mapping[str | None, str],
 ) -> None:
     with store.transaction() as conn:
         table = _sql(store, tables.errors)
@@ -536,14 +606,16 @@ def _reset_snapshot_hashes(
     store: ActivationStore, conn: sa.Connection, tables: _Tables, *, current: exp.Select
 ) -> None:
     """After a mapping or engine change: keep who was delivered, forget what was sent, so
-    every stable member is resent once. Removes then carry no previous values."""
+    every stable member is resent once. Removes then carry no previous values. Rebuilt in
+    the current layout, so a snapshot of an older plan version is migrated too."""
     snapshot = _sql(store, tables.snapshot)
     template = empty_like(current, field_count=tables.field_count)
     fresh = store.table(tables.snapshot.name + "_reset")
-    fields = snapshot_columns(tables.field_count)[2:]
+    forgotten = snapshot_columns(tables.field_count)[2:]
+    s_key = exp.column("entity_key", "s")
     rebuilt = (
-        exp.select(exp.column("entity_key", "s"), exp.column("row_hash", "e"),
-                   *[exp.column(f, "e") for f in fields])
+        exp.select(s_key, exp.alias_(key_hash(s_key, store.dialect), "key_hash"),
+                   *[exp.column(f, "e") for f in forgotten])
         .from_(tables.snapshot.copy().as_("s"))
         .join(template.subquery("e"), on=exp.false(), join_type="left")
     )  # fmt: skip
@@ -566,10 +638,6 @@ def _not_duplicated(tables: _Tables) -> exp.Expression:
         .where(exp.column("entity_key", "d").eq(exp.column("entity_key", "x")))
     )
     return exp.Not(this=exp.Exists(this=duplicated))
-
-
-def _select_all(table: exp.Table) -> exp.Select:
-    return exp.select("*").from_(table.copy())
 
 
 def _replace(

@@ -1,8 +1,15 @@
-"""The sync plan as SQL: current rows, and the diff against the last delivered snapshot.
+"""The sync plan as SQL: which members changed since the last delivery, then their values.
 
-Pure: values in, sqlglot expressions out. The diff is set arithmetic in the engine (a full
-outer join on the entity key plus a hash of the mapped values, performance-facts.md: 2.3 s
-for 10M rows with 1% churn on DuckDB); Python only streams the rows that change.
+Pure: values in, sqlglot expressions out. Two statements per run, both set arithmetic in
+the engine; Python only streams the rows that change:
+
+1. `delta`: current (key hash, row hash) pairs against the snapshot's, one full outer join
+   on a 128-bit key hash (warehouse/fingerprints.py). When the audience's materialization
+   stored the row hash of this mapping (`membership_row_hash`), the current side is the
+   membership table alone and no mapped value is read; otherwise (traits in the mapping, or
+   a membership stored before the sync existed) `current_hashes` joins the parent model.
+2. `changes`: values for the delta's keys only: adds and updates from the parent model,
+   removes from the snapshot (the values last delivered), with a duplicate-key check.
 
 Columns are positional (`f0`, `f1`, …) so any destination field name is safe; the mapping
 fingerprint ties a snapshot to its mapping.
@@ -24,8 +31,9 @@ from sqlglot import exp
 from composable_dagster.errors import InvalidInputError
 from composable_dagster.filters import CatalogSchema, compile_trait_values
 from composable_dagster.filters.schema import ModelDef
+from composable_dagster.warehouse.fingerprints import row_hash
 
-PLAN_VERSION = "v1"  # bump when the hash formula changes: every snapshot then resyncs
+PLAN_VERSION = "v2"  # bump when the hash formula changes: every snapshot then resyncs
 BUCKETS = 10_000  # split assignment granularity: 0.01%
 
 
@@ -118,7 +126,182 @@ def mapping_fingerprint(fields: Sequence[MappedField], *, dialect: str, engine: 
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def current_rows(
+@dataclass(frozen=True, slots=True)
+class RowHashColumn:
+    """A membership column holding the row hash of a mapping's parent columns, in order."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+def membership_row_hash(fields: Sequence[MappedField], *, dialect: str) -> RowHashColumn | None:
+    """The row-hash column an audience's materialization can store for this mapping, so the
+    sync's diff reads only the membership table; None when a field is a trait (its value
+    is not a parent column). The name depends only on the columns, so syncs mapping the
+    same columns share it."""
+    columns = tuple(f.column for f in fields if f.column is not None)
+    if len(columns) != len(fields):
+        return None
+    digest = hashlib.sha256(json.dumps([PLAN_VERSION, dialect, columns]).encode()).hexdigest()
+    return RowHashColumn(name=f"row_hash_{digest[:16]}", columns=columns)
+
+
+def current_hashes(
+    *,
+    members: exp.Table,
+    parent: ModelDef,
+    fields: Sequence[MappedField],
+    schema: CatalogSchema,
+    split: SplitRange | None,
+    dialect: str,
+    now: datetime,
+    stored: RowHashColumn | None,
+) -> exp.Select:
+    """`key_hash, entity_key, row_hash, source_rows`: one row per member (of the split
+    group), with the hash of its mapped values.
+
+    With `stored` (a column of the membership table) this reads the membership alone;
+    otherwise it joins the parent model and the mapped traits and hashes their values.
+    `row_hash` is NULL where the key has more than one parent row (`source_rows` > 1).
+    """
+    m = "m"
+    key = exp.column("entity_key", m)
+    if stored is not None:
+        select = exp.select(
+            exp.column("key_hash", m),
+            key.copy(),
+            exp.alias_(exp.column(stored.name, m), "row_hash"),
+            exp.column("source_rows", m),
+        ).from_(members.copy().as_(m))
+    else:
+        joined, values = _with_values(
+            exp.select().from_(members.copy().as_(m)), key=key, parent=parent, fields=fields,
+            schema=schema, dialect=dialect, now=now,
+        )  # fmt: skip
+        single = exp.EQ(this=_count_star(), expression=exp.Literal.number(1))
+        first = exp.Min(this=row_hash(values, dialect))
+        select = joined.select(
+            exp.column("key_hash", m),
+            key.copy(),
+            exp.alias_(exp.Case(ifs=[exp.If(this=single, true=first)]), "row_hash"),
+            exp.alias_(_count_star(), "source_rows"),
+        ).group_by(exp.column("key_hash", m), key.copy())
+    return _in_split(select, key=key, split=split, dialect=dialect)
+
+
+def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
+    """`key_hash, entity_key, operation, source_rows` of every key that changed: current
+    rows against the snapshot in one full outer join on the key hash, row hashes compared.
+    No mapped value is read. Operations: add, update, remove, and reject for a key with
+    several parent rows (`entity_key` is NULL for removes: the snapshot has it)."""
+    c, s = "c", "s"
+    ck, sk = exp.column("key_hash", c), exp.column("key_hash", s)
+    source_rows = exp.column("source_rows", c)
+    operation = exp.Case(
+        ifs=[
+            exp.If(this=source_rows.copy() > 1, true=exp.Literal.string("reject")),
+            exp.If(this=sk.copy().is_(exp.null()), true=exp.Literal.string("add")),
+            exp.If(this=ck.copy().is_(exp.null()), true=exp.Literal.string("remove")),
+        ],
+        default=exp.Literal.string("update"),
+    )
+    changed = exp.or_(
+        ck.copy().is_(exp.null()),
+        sk.copy().is_(exp.null()),
+        exp.NullSafeNEQ(this=exp.column("row_hash", c), expression=exp.column("row_hash", s)),
+    )
+    return (
+        exp.select(
+            exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "key_hash"),
+            exp.column("entity_key", c),
+            exp.alias_(operation, "operation"),
+            source_rows.copy(),
+        )
+        .from_(current.subquery(c))
+        .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
+        .where(changed)
+    )
+
+
+def changes(
+    *,
+    delta_table: exp.Table,
+    snapshot: exp.Table,
+    parent: ModelDef,
+    fields: Sequence[MappedField],
+    schema: CatalogSchema,
+    dialect: str,
+    now: datetime,
+) -> exp.Select:
+    """The delta with values: `entity_key, key_hash, operation, row_hash, source_rows,
+    f0…fn`, one row per changed key.
+
+    Adds and updates read their values from the parent model (and traits) for the delta's
+    keys only; a key found on more than one parent row becomes a reject (values NULL).
+    Removes carry the values last delivered, from the snapshot.
+    """
+    d = "d"
+    key = exp.column("entity_key", d)
+    field_names = [f"f{i}" for i in range(len(fields))]
+    joined, values = _with_values(
+        exp.select().from_(delta_table.copy().as_(d)), key=key, parent=parent, fields=fields,
+        schema=schema, dialect=dialect, now=now,
+    )  # fmt: skip
+    per_key = exp.Window(this=_count_star(), partition_by=[exp.column("key_hash", d)])
+    fetched = joined.select(
+        exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"),
+        exp.column("key_hash", d),
+        exp.column("operation", d),
+        exp.alias_(row_hash(values, dialect), "row_hash"),
+        exp.alias_(per_key, "source_rows"),
+        *[exp.alias_(v, name) for v, name in zip(values, field_names, strict=True)],
+    ).where(
+        exp.column("operation", d).isin(exp.Literal.string("add"), exp.Literal.string("update"))
+    )
+    nulls = [exp.alias_(exp.null(), name) for name in field_names]
+    reject = exp.Literal.string("reject")
+    sendable = (
+        exp.select("entity_key", "key_hash", "operation", "row_hash", "source_rows", *field_names)
+        .from_("fetched")
+        .where(exp.column("source_rows").eq(1))
+    )
+    duplicated = (
+        exp.select(
+            "entity_key", "key_hash", exp.alias_(reject.copy(), "operation"),
+            exp.alias_(exp.null(), "row_hash"),
+            exp.alias_(exp.Max(this=exp.column("source_rows")), "source_rows"), *nulls,
+        )
+        .from_("fetched")
+        .where(exp.column("source_rows") > 1)
+        .group_by("entity_key", "key_hash")
+    )  # fmt: skip
+    rejected = (
+        exp.select(
+            exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"), exp.column("key_hash", d),
+            exp.alias_(reject.copy(), "operation"), exp.alias_(exp.null(), "row_hash"),
+            exp.column("source_rows", d), *[n.copy() for n in nulls],
+        )
+        .from_(delta_table.copy().as_(d))
+        .where(exp.column("operation", d).eq(reject.copy()))
+    )  # fmt: skip
+    removed_keys = (
+        exp.select("key_hash")
+        .from_(delta_table.copy())
+        .where(exp.column("operation").eq(exp.Literal.string("remove")))
+    )
+    removed = (
+        exp.select(
+            "entity_key", "key_hash", exp.alias_(exp.Literal.string("remove"), "operation"),
+            "row_hash", exp.alias_(exp.Literal.number(1), "source_rows"), *field_names,
+        )
+        .from_(snapshot.copy())
+        .where(exp.column("key_hash").isin(query=removed_keys))
+    )  # fmt: skip
+    union = exp.union(sendable, duplicated, rejected, removed, distinct=False)
+    return exp.select("*").from_(union.subquery("u")).with_("fetched", as_=fetched)
+
+
+def current_values(
     *,
     members: exp.Table,
     parent: ModelDef,
@@ -128,44 +311,32 @@ def current_rows(
     dialect: str,
     now: datetime,
 ) -> exp.Select:
-    """`entity_key, f0…fn, row_hash` for every member (of the split group): one row per
-    parent row, so a key duplicated in the parent model appears more than once."""
-    key = exp.column("entity_key", "m")
-    parent_source = _model_source(parent, dialect)
-    select = exp.select(exp.alias_(exp.cast(key, "VARCHAR"), "entity_key")).from_(
-        members.copy().as_("m")
+    """`entity_key, key_hash, row_hash, f0…fn` for every member (of the split group): a
+    full-snapshot mirror sends these. One row per parent row, so a duplicated key appears
+    more than once (the caller leaves `duplicate_keys` out)."""
+    m = "m"
+    key = exp.column("entity_key", m)
+    joined, values = _with_values(
+        exp.select().from_(members.copy().as_(m)), key=key, parent=parent, fields=fields,
+        schema=schema, dialect=dialect, now=now,
+    )  # fmt: skip
+    select = joined.select(
+        exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"),
+        exp.column("key_hash", m),
+        exp.alias_(row_hash(values, dialect), "row_hash"),
+        *[exp.alias_(v, f"f{i}") for i, v in enumerate(values)],
     )
-    select = select.join(
-        parent_source.as_("p"),
-        on=exp.column(parent.primary_key, "p", quoted=True).eq(key.copy()),
-        join_type="inner",
-    )
-    values: list[exp.Expression] = []
-    for i, field in enumerate(fields):
-        if field.column is not None:
-            value: exp.Expression = exp.column(field.column, "p", quoted=True)
-        else:
-            trait = schema.traits[field.trait_id or ""]
-            compiled = compile_trait_values(trait, schema=schema, dialect=dialect, now=now)
-            alias = f"t{i}"
-            select = select.join(
-                exp.paren(compiled.expression.copy()).as_(alias),  # type: ignore[arg-type]
-                on=exp.column("entity_key", alias).eq(key.copy()),
-                join_type="left",
-            )
-            value = exp.column("value", alias)
-        values.append(value)
-        select = select.select(exp.alias_(value.copy(), f"f{i}"))
-    select = select.select(exp.alias_(_row_hash(values, dialect), "row_hash"))
-    if split is not None:
-        bucket = split_bucket(split_id=split.split_id, key=key.copy(), dialect=dialect)
-        select = select.where(exp.and_(bucket >= split.low, bucket < split.high))
-    return select
+    return _in_split(select, key=key, split=split, dialect=dialect)
 
 
 def snapshot_columns(field_count: int) -> list[str]:
-    """A snapshot's columns: the key, the hash of the delivered values, the values."""
-    return ["entity_key", "row_hash", *(f"f{i}" for i in range(field_count))]
+    """A snapshot's columns: the key, its hash, the hash of the delivered values, the values."""
+    return ["entity_key", "key_hash", "row_hash", *(f"f{i}" for i in range(field_count))]
+
+
+def empty_like(rows: exp.Table | exp.Select, *, field_count: int) -> exp.Select:
+    """The snapshot's columns typed as in `rows`, no rows: creates a snapshot table."""
+    return exp.select(*snapshot_columns(field_count)).from_(aliased(rows, "c")).where(exp.false())
 
 
 def aliased(source: exp.Table | exp.Select, alias: str) -> exp.Expression:
@@ -175,28 +346,20 @@ def aliased(source: exp.Table | exp.Select, alias: str) -> exp.Expression:
     return source.copy().as_(alias)
 
 
-def empty_like(current: exp.Table | exp.Select, *, field_count: int) -> exp.Select:
-    """The snapshot's columns typed as in `current`, no rows: creates a snapshot table."""
-    return (
-        exp.select(*snapshot_columns(field_count)).from_(aliased(current, "c")).where(exp.false())
-    )
-
-
 def duplicate_keys(*, members: exp.Table, parent: ModelDef, dialect: str) -> exp.Select:
-    """Members whose key has more than one row in the parent model: they are not sent, not
-    removed, and reported as failed rows until the source is fixed.
+    """Members whose key has more than one row in the parent model: they are not sent and
+    are reported as failed rows until the source is fixed.
 
-    Grouped on the parent model alone (no join, no hashing), then narrowed to members: at
-    10M rows this is a fraction of grouping the joined current rows.
+    Grouped on the parent model alone (no join, no hashing), then narrowed to members. Only
+    a full-snapshot mirror needs it (it streams every member); diffs find duplicates among
+    the keys they fetch.
     """
     key = exp.cast(exp.column(parent.primary_key, "p", quoted=True), "VARCHAR")
     counted = (
-        exp.select(
-            exp.alias_(key, "entity_key"), exp.alias_(exp.Count(this=exp.Star()), "source_rows")
-        )
+        exp.select(exp.alias_(key, "entity_key"), exp.alias_(_count_star(), "source_rows"))
         .from_(_model_source(parent, dialect).as_("p"))
         .group_by(key.copy())
-        .having(exp.Count(this=exp.Star()) > 1)
+        .having(_count_star() > 1)
     )
     member_keys = exp.select(exp.cast(exp.column("entity_key"), "VARCHAR")).from_(members.copy())
     return (
@@ -206,56 +369,52 @@ def duplicate_keys(*, members: exp.Table, parent: ModelDef, dialect: str) -> exp
     )
 
 
-def changes(
+def _with_values(
+    select: exp.Select,
     *,
-    current: exp.Table | exp.Select,
-    snapshot: exp.Table,
-    duplicates: exp.Table,
-    field_count: int,
+    key: exp.Column,
+    parent: ModelDef,
+    fields: Sequence[MappedField],
+    schema: CatalogSchema,
+    dialect: str,
+    now: datetime,
+) -> tuple[exp.Select, list[exp.Expression]]:
+    """`select` joined to the parent rows of `key` (inner) and to each mapped trait (left),
+    and the mapped values in field order."""
+    select = select.join(
+        _model_source(parent, dialect).as_("p"),
+        on=exp.column(parent.primary_key, "p", quoted=True).eq(key.copy()),
+        join_type="inner",
+    )
+    values: list[exp.Expression] = []
+    for i, field in enumerate(fields):
+        if field.column is not None:
+            values.append(exp.column(field.column, "p", quoted=True))
+            continue
+        trait = schema.traits[field.trait_id or ""]
+        compiled = compile_trait_values(trait, schema=schema, dialect=dialect, now=now)
+        alias = f"t{i}"
+        select = select.join(
+            exp.paren(compiled.expression.copy()).as_(alias),  # type: ignore[arg-type]
+            on=exp.column("entity_key", alias).eq(key.copy()),
+            join_type="left",
+        )
+        values.append(exp.column("value", alias))
+    return select, values
+
+
+def _in_split(
+    select: exp.Select, *, key: exp.Expression, split: SplitRange | None, dialect: str
 ) -> exp.Select:
-    """Adds, updates and removes: current rows against the snapshot, in one full outer join
-    on the key with the row hashes compared; keys in `duplicates` are left out entirely."""
-    c, s = "c", "s"
-    ck, sk = exp.column("entity_key", c), exp.column("entity_key", s)
-    operation = exp.Case(
-        ifs=[
-            exp.If(this=sk.copy().is_(exp.null()), true=exp.Literal.string("add")),
-            exp.If(this=ck.copy().is_(exp.null()), true=exp.Literal.string("remove")),
-        ],
-        default=exp.Literal.string("update"),
-    )
-    columns: list[exp.Expression] = [
-        exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "entity_key"),
-        exp.alias_(operation, "operation"),
-        exp.alias_(
-            exp.Coalesce(this=exp.column("row_hash", c), expressions=[exp.column("row_hash", s)]),
-            "row_hash",
-        ),
-    ]
-    for i in range(field_count):
-        value = exp.Case(
-            ifs=[exp.If(this=ck.copy().is_(exp.null()), true=exp.column(f"f{i}", s))],
-            default=exp.column(f"f{i}", c),
-        )
-        columns.append(exp.alias_(value, f"f{i}"))
-    changed = exp.or_(
-        ck.copy().is_(exp.null()),
-        sk.copy().is_(exp.null()),
-        exp.NullSafeNEQ(this=exp.column("row_hash", c), expression=exp.column("row_hash", s)),
-    )
-    duplicated = (
-        exp.select("1")
-        .from_(duplicates.copy().as_("d"))
-        .where(
-            exp.column("entity_key", "d").eq(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]))
-        )
-    )
-    return (
-        exp.select(*columns)
-        .from_(aliased(current, c))
-        .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
-        .where(exp.and_(changed, exp.Not(this=exp.Exists(this=duplicated))))
-    )
+    """`select` narrowed to the members of one split group (unchanged without a split)."""
+    if split is None:
+        return select
+    bucket = split_bucket(split_id=split.split_id, key=key.copy(), dialect=dialect)
+    return select.where(exp.and_(bucket >= split.low, bucket < split.high))
+
+
+def _count_star() -> exp.Expression:
+    return exp.Count(this=exp.Star())
 
 
 def split_bucket(*, split_id: str, key: exp.Expression, dialect: str) -> exp.Expression:
@@ -274,17 +433,6 @@ def split_bucket(*, split_id: str, key: exp.Expression, dialect: str) -> exp.Exp
     else:
         as_int = exp.cast(exp.DPipe(this=exp.Literal.string("0x"), expression=prefix), "BIGINT")
     return exp.Mod(this=exp.paren(as_int), expression=exp.Literal.number(BUCKETS))
-
-
-def _row_hash(values: Sequence[exp.Expression], dialect: str) -> exp.Expression:
-    if dialect == "duckdb":
-        # DuckDB's hash() is 2.6x faster than md5 here; its stability across versions is
-        # undocumented, which the fingerprint (engine version included) covers.
-        return exp.cast(
-            exp.Anonymous(this="hash", expressions=[v.copy() for v in values]), "VARCHAR"
-        )
-    row = exp.Tuple(expressions=[v.copy() for v in values] + [exp.Literal.string("")])
-    return exp.MD5(this=exp.cast(row, "TEXT"))
 
 
 def _model_source(model: ModelDef, dialect: str) -> exp.Expression:

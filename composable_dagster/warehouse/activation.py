@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,11 +25,14 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 from sqlglot import exp
 
-from composable_dagster.warehouse.connection import Warehouse
+from composable_dagster.filters import PARENT_ALIAS
+from composable_dagster.warehouse.connection import LITERAL_SQL, Warehouse
+from composable_dagster.warehouse.fingerprints import key_hash, row_hash
 
 ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog after its stem
 ACTIVATION_SCHEMA = "composable_activation"
 WAREHOUSE_ALIAS = "warehouse"
+MEMBERSHIP_STATS = "membership_stats"  # per audience: what its last materialization counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class MembershipChange:
     previous_count: int | None  # None: the first materialization
     added: int | None
     removed: int | None
+    rows_without_key: int = 0  # rows that matched but have a NULL key: never members
 
 
 class ActivationStore:
@@ -61,24 +65,22 @@ class ActivationStore:
     @cached_property
     def engine(self) -> sa.Engine:
         if self.path is None:
-            return sa.create_engine(self.url, pool_pre_ping=True)
-        engine = sa.create_engine(self.url, poolclass=NullPool)
-        warehouse_path = self.warehouse.url.database
-        attach = exp.Literal.string(str(warehouse_path)).sql(dialect="duckdb")
-        memory_limit = (
-            exp.Literal.string(self.memory_limit).sql(dialect="duckdb")
-            if self.memory_limit
-            else None
-        )
-        spill = exp.Literal.string(str(self.home / "spill")).sql(dialect="duckdb")
+            return sa.create_engine(self.url, pool_pre_ping=True, execution_options=LITERAL_SQL)
+        # Instance settings go in the connect config: connections to one file in a process
+        # share a DuckDB instance, which refuses a later `SET temp_directory` once it spilled.
+        config = {}
+        if self.memory_limit:
+            config |= {
+                "memory_limit": self.memory_limit,
+                "temp_directory": str(self.home / "spill"),
+            }
+        engine = sa.create_engine(self.url, poolclass=NullPool, connect_args={"config": config})
+        attach = exp.Literal.string(str(self.warehouse.url.database)).sql(dialect="duckdb")
 
         def _attach_warehouse(dbapi_connection: Any, _record: Any) -> None:
             # The compiled SQL names warehouse tables as schema.table: make the read-only
             # warehouse the default catalog, and qualify our own tables explicitly.
             dbapi_connection.execute("SET enable_progress_bar = false")  # no terminal output
-            if memory_limit:
-                dbapi_connection.execute(f"SET memory_limit = {memory_limit}")
-                dbapi_connection.execute(f"SET temp_directory = {spill}")
             dbapi_connection.execute(
                 f"ATTACH IF NOT EXISTS {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)"
             )
@@ -106,9 +108,25 @@ class ActivationStore:
     def members_table(self, audience_id: str) -> exp.Table:
         return self.table(f"members_{audience_id.replace('-', '')}")
 
-    def replace_members(self, *, audience_id: str, members: exp.Query) -> MembershipChange:
-        """Store the result of `members` (one column, entity_key) as the audience's membership
-        and report the change against the previous one, atomically."""
+    def replace_members(
+        self,
+        *,
+        audience_id: str,
+        members: exp.Select,
+        row_hashes: Mapping[str, Sequence[str]] | None = None,
+    ) -> MembershipChange:
+        """Store the result of `members` as the audience's membership and report the change
+        against the previous one, atomically.
+
+        `members` selects `entity_key` from the parent model under the alias
+        `PARENT_ALIAS` (what `compile_members` produces). Rows with a NULL key are left out
+        and counted (`rows_without_key`, kept for the audience's syncs to report). The
+        stored table has one row per
+        key: `entity_key`, `key_hash`, `source_rows` (matching parent rows; more than one is
+        a duplicated key) and, for each `row_hashes` item, a column of that name holding the
+        row hash of those parent columns (NULL for a duplicated key). Syncs whose mapping has
+        such a column diff against it without reading the parent model again.
+        """
         current = self.members_table(audience_id)
         staging = self.table(f"staging_{audience_id.replace('-', '')}")
         # Statement templates around identifiers that sqlglot renders (ours, from UUIDs);
@@ -118,19 +136,94 @@ class ActivationStore:
         rename = f"ALTER TABLE {staging_sql} RENAME TO {new_name}"
         with self.transaction() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging_sql}")
-            # Distinct: a duplicated parent row must not make a member count twice.
-            distinct = exp.select("entity_key").distinct().from_(members.subquery("q"))
-            conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(distinct)}")
+            membership = self._membership(members, row_hashes or {})
+            conn.exec_driver_sql(f"CREATE TABLE {staging_sql} AS {self._sql(membership)}")
+            without_key = int(
+                conn.exec_driver_sql(
+                    f"SELECT coalesce(sum(source_rows), 0) FROM {staging_sql} "
+                    "WHERE entity_key IS NULL"
+                ).scalar_one()
+            )
+            if without_key:
+                conn.exec_driver_sql(f"DELETE FROM {staging_sql} WHERE entity_key IS NULL")
+            self._set_rows_without_key(conn, audience_id, without_key)
             member_count = self._count(conn, staging)
             if not self.exists(conn, current):
                 conn.exec_driver_sql(rename)
-                return MembershipChange(member_count, None, None, None)
+                return MembershipChange(member_count, None, None, None, without_key)
             previous_count = self._count(conn, current)
-            added = self._count_missing(conn, source=staging, target=current)
-            removed = self._count_missing(conn, source=current, target=staging)
+            added, removed = self._key_differences(conn, new=staging, old=current)
             conn.exec_driver_sql(f"DROP TABLE {current_sql}")
             conn.exec_driver_sql(rename)
-        return MembershipChange(member_count, previous_count, added, removed)
+        return MembershipChange(member_count, previous_count, added, removed, without_key)
+
+    def rows_without_key(self, conn: sa.Connection, audience_id: str) -> int:
+        """Rows the audience's last materialization matched that had a NULL key."""
+        stats = self._sql(self.table(MEMBERSHIP_STATS))
+        if not self.exists(conn, self.table(MEMBERSHIP_STATS)):
+            return 0
+        found = conn.execute(
+            sa.text(f"SELECT rows_without_key FROM {stats} WHERE audience_id = :a"),
+            {"a": audience_id},
+        ).scalar()
+        return int(found or 0)
+
+    def _set_rows_without_key(self, conn: sa.Connection, audience_id: str, count: int) -> None:
+        stats = self._sql(self.table(MEMBERSHIP_STATS))
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {stats} "
+            "(audience_id VARCHAR PRIMARY KEY, rows_without_key BIGINT)"
+        )
+        conn.execute(sa.text(f"DELETE FROM {stats} WHERE audience_id = :a"), {"a": audience_id})
+        conn.execute(
+            sa.text(f"INSERT INTO {stats} VALUES (:a, :n)"), {"a": audience_id, "n": count}
+        )
+
+    def _membership(
+        self, members: exp.Select, row_hashes: Mapping[str, Sequence[str]]
+    ) -> exp.Select:
+        """One row per key (a key duplicated in the parent model must count once)."""
+        rows = members.copy()
+        for name, columns in row_hashes.items():
+            values = [exp.column(c, PARENT_ALIAS, quoted=True) for c in columns]
+            rows = rows.select(exp.alias_(row_hash(values, self.dialect), name), append=True)
+        key = exp.column("entity_key")
+        single = exp.EQ(this=_count_star(), expression=exp.Literal.number(1))
+        hashes = [
+            exp.alias_(
+                exp.Case(ifs=[exp.If(this=single.copy(), true=exp.Min(this=exp.column(name)))]),
+                name,
+            )
+            for name in row_hashes
+        ]
+        return (
+            exp.select(
+                key.copy(),
+                exp.alias_(key_hash(key.copy(), self.dialect), "key_hash"),
+                exp.alias_(_count_star(), "source_rows"),
+                *hashes,
+            )
+            .from_(rows.subquery("q"))
+            .group_by(key.copy())
+        )
+
+    def _key_differences(
+        self, conn: sa.Connection, *, new: exp.Table, old: exp.Table
+    ) -> tuple[int, int]:
+        """(keys only in `new`, keys only in `old`), in one full outer join."""
+        nk, ok = exp.column("entity_key", "n"), exp.column("entity_key", "o")
+        query = (
+            exp.select(
+                exp.Sum(this=exp.Case(ifs=[exp.If(this=ok.copy().is_(exp.null()), true="1")],
+                                      default="0")),
+                exp.Sum(this=exp.Case(ifs=[exp.If(this=nk.copy().is_(exp.null()), true="1")],
+                                      default="0")),
+            )
+            .from_(new.copy().as_("n"))
+            .join(old.copy().as_("o"), on=nk.copy().eq(ok.copy()), join_type="full outer")
+        )  # fmt: skip
+        added, removed = conn.exec_driver_sql(self._sql(query)).one()
+        return int(added or 0), int(removed or 0)
 
     def snapshot_table(self, sync_id: str) -> exp.Table:
         """Keys the destination confirmed on the sync's last delivery."""
@@ -188,18 +281,22 @@ class ActivationStore:
         )
         return int(conn.exec_driver_sql(query.sql(dialect=self.dialect)).scalar_one())
 
-    def exists(self, conn: sa.Connection, table: exp.Table) -> bool:
-        tables = sa.table(
-            "tables", sa.column("table_schema"), sa.column("table_name"),
-            sa.column("table_catalog"), schema="information_schema",
+    def exists(self, conn: sa.Connection, table: exp.Table, *, column: str | None = None) -> bool:
+        """Whether our `table` exists (and has `column`, when one is given)."""
+        info = sa.table(
+            "columns" if column else "tables", sa.column("table_schema"),
+            sa.column("table_name"), sa.column("table_catalog"), sa.column("column_name"),
+            schema="information_schema",
         )  # fmt: skip
         query = (
             sa.select(sa.func.count())
-            .select_from(tables)
-            .where(tables.c.table_schema == ACTIVATION_SCHEMA, tables.c.table_name == table.name)
+            .select_from(info)
+            .where(info.c.table_schema == ACTIVATION_SCHEMA, info.c.table_name == table.name)
         )
+        if column:
+            query = query.where(info.c.column_name == column)
         if self.path is not None:
-            query = query.where(tables.c.table_catalog == ACTIVATION_CATALOG)
+            query = query.where(info.c.table_catalog == ACTIVATION_CATALOG)
         return bool(conn.execute(query).scalar_one())
 
     @contextmanager
@@ -210,6 +307,10 @@ class ActivationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _process_lock(self.path.with_suffix(".lock")):
             yield
+
+
+def _count_star() -> exp.Expression:
+    return exp.Count(this=exp.Star())
 
 
 class _FileLock:

@@ -87,7 +87,67 @@ def test_postgres_store_is_a_schema_in_the_warehouse(pg_url: str, tmp_path: Path
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = 'composable_activation'")}  # fmt: skip
     engine.dispose()
-    assert tables == {"members_a1"}
+    assert tables == {"members_a1", "membership_stats"}
+
+
+def _keyed_rows(store: ActivationStore, execute) -> None:
+    """A membership with row hashes, a duplicated key and rows without a key, on `store`."""
+    execute("CREATE TABLE analytics.people (customer_id TEXT, score INTEGER, city TEXT)")
+    execute("INSERT INTO analytics.people VALUES ('a', 1, 'x'), ('b', 2, 'y'), ('b', 3, 'y'), "
+            "(NULL, 4, 'z'), (NULL, 5, 'z'), ('c', 6, NULL), ('d', 0, 'w')")  # fmt: skip
+    people = ModelDef(
+        id="p", name="people", entity_type=EntityType.PARENT, primary_key="customer_id",
+        columns={"customer_id": Column("customer_id", ColumnType.TEXT),
+                 "score": Column("score", ColumnType.NUMBER),
+                 "city": Column("city", ColumnType.TEXT)},
+        table="analytics.people",
+    )  # fmt: skip
+    tree = {"type": "condition", "condition_type": "property", "column": "score",
+            "operator": "greater_than", "value": 0}  # fmt: skip
+    query = compile_members(
+        tree, parent_model_id="p", schema=CatalogSchema(models={"p": people}),
+        now=datetime.now(UTC), dialect=store.dialect, null_keys=True,
+    )  # fmt: skip
+    change = store.replace_members(
+        audience_id="a-2", members=query.expression, row_hashes={"row_hash_t": ("city", "score")}
+    )
+    assert change == MembershipChange(3, None, None, None, rows_without_key=2)
+    members = store.members_table("a-2").sql(dialect=store.dialect)
+    with store.transaction() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT entity_key, source_rows, row_hash_t IS NULL, key_hash IS NULL FROM {members} "
+            "ORDER BY entity_key"
+        ).all()
+        assert store.rows_without_key(conn, "a-2") == 2
+        assert store.rows_without_key(conn, "never-materialized") == 0
+        hashes = dict(conn.exec_driver_sql(f"SELECT entity_key, row_hash_t FROM {members}").all())
+    # One row per key; a key on two matching rows has no row hash (it is never sent).
+    assert [tuple(r) for r in rows] == [("a", 1, False, False), ("b", 2, True, False),
+                                        ("c", 1, False, False)]  # fmt: skip
+    assert hashes["a"] != hashes["c"]
+
+
+def test_memberships_store_row_hashes_and_count_keyless_rows(tmp_path: Path, pg_url: str) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA analytics")
+
+    def in_duckdb(sql: str) -> None:
+        with duckdb.connect(str(warehouse)) as con:
+            con.execute(sql)
+
+    _keyed_rows(
+        ActivationStore(warehouse_url=f"duckdb:///{warehouse}", home=tmp_path / "home"), in_duckdb
+    )
+    engine = sa.create_engine(pg_url)
+
+    def in_postgres(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
+    in_postgres("CREATE SCHEMA analytics")
+    _keyed_rows(ActivationStore(warehouse_url=pg_url, home=tmp_path / "pg"), in_postgres)
+    engine.dispose()
 
 
 def test_writers_in_parallel_processes_are_serialized(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from composable_dagster.catalog.tables import Sync
 from composable_dagster.defs.load import build_definitions
 from composable_dagster.filters import compile_members
 from composable_dagster.settings import Settings
+from composable_dagster.sync.plan import MappedField, membership_row_hash
 from composable_dagster.warehouse.activation import ActivationStore
 
 from ..conftest import DemoEnv
@@ -98,7 +99,21 @@ def test_audience_asset_holds_exactly_the_compiled_members(
     )
     assert 0 < len(expected) < everyone
     assert store.member_keys(audience_id) == expected
+    # Its sync's row hash is stored with the membership, so the sync's diff reads no
+    # parent row; a mapping no sync of it has is not.
+    stored = membership_row_hash(
+        [MappedField("email", "email", column="email")], dialect=store.dialect
+    )
+    other = membership_row_hash(
+        [MappedField("country", "country", column="country")], dialect=store.dialect
+    )
+    assert stored is not None and other is not None
+    with store.transaction() as conn:
+        members = store.members_table(audience_id)
+        assert store.exists(conn, members, column=stored.name)
+        assert not store.exists(conn, members, column=other.name)
     assert metadata["member_count"].value == len(expected)
+    assert metadata["rows_without_key"].value == 0
     assert "```sql" in metadata["compiled_sql"].value
     assert metadata["duration_seconds"].value > 0
 

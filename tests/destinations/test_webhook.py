@@ -6,13 +6,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import hmac
-import json
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pytest
@@ -34,99 +28,12 @@ from composable_dagster.destinations.webhook import (
 )
 from composable_dagster.errors import InvalidInputError
 from tests.conftest import free_port
+from tests.webhook_receiver import Receiver
 
 DESTINATION = WebhookDestination()
 CONTEXT = SyncContext(sync_id="sync-1", run_id="run-1", mode=SyncMode.MIRROR)
 SECRET = "s3cr3t-signing-key"
 TOKEN = "Bearer super-secret-token"
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Records every request and answers from `script` (then 200 once it is empty).
-
-    Actions: ("status", code, headers, body), ("sleep", seconds), ("drop",).
-    """
-
-    url: str = ""
-    script: deque[tuple] = field(default_factory=deque)
-    requests: list[Request] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_action(self, request: Request) -> tuple:
-        with self.lock:
-            self.requests.append(request)
-            return self.script.popleft() if self.script else ("status", 200, {}, b"ok")
-
-
-def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, so dropped connections hit a reused socket
-
-        def _handle(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            request = Request(
-                method=self.command,
-                path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=body,
-                at=time.monotonic(),
-            )
-            action = receiver.next_action(request)
-            if action[0] == "drop":
-                self.close_connection = True  # close the socket without any response
-                return
-            if action[0] == "sleep":
-                time.sleep(action[1])
-                action = ("status", 200, {}, b"late")
-            _, status, headers, text = action
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-
-        do_POST = do_PUT = do_PATCH = _handle
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # keep test output clean
-
-    return Handler
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client that timed out leaves a broken pipe behind: expected here
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    server = QuietServer(("127.0.0.1", 0), make_handler(receiver))
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/audience?token=q"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def make_config(url: str, **overrides: object) -> WebhookConfig:

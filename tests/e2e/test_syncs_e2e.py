@@ -146,3 +146,15 @@ def test_create_trigger_diff_and_history(
     assert fixed["status"] == "completed" and fixed["rows_removed"] == 2
     assert api("GET", f"/audience-syncs/{sync_id}").json()["status"] == "active"
     assert destination_rows(pg_url) == expected_members(demo_env)
+
+    # 5. A key the warehouse holds twice is rejected, with its reason on the run.
+    twice = sorted(expected_members(demo_env))[0]
+    with duckdb.connect(_warehouse(demo_env)) as con:
+        con.execute("INSERT INTO analytics.customers SELECT * FROM analytics.customers "
+                    f"WHERE customer_id = {twice!r}")  # fmt: skip
+    rejected = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+    assert rejected["status"] == "completed" and rejected["rows_failed"] == 1, rejected
+    assert rejected["row_errors"] == [
+        {"entity_key": twice, "operation": "reject", "error": "duplicate key: 2 source rows"}
+    ]
+    assert destination_rows(pg_url) == expected_members(demo_env)  # left as it was

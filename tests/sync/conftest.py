@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from composable_dagster.destinations import destination_type
 from composable_dagster.destinations.pii import HASHED_FIELDS
@@ -24,7 +25,13 @@ from composable_dagster.filters.schema import (
     ModelDef,
 )
 from composable_dagster.sync.engine import SafetyConfig, SyncJob, SyncReport, run_sync
-from composable_dagster.sync.plan import SplitRange, SyncMode, resolve_field_mapping
+from composable_dagster.sync.plan import (
+    MappedField,
+    SplitRange,
+    SyncMode,
+    membership_row_hash,
+    resolve_field_mapping,
+)
 from composable_dagster.warehouse.activation import ActivationStore
 
 CUSTOMERS = 1_000
@@ -62,12 +69,19 @@ def key(i: int) -> str:
 @dataclass
 class World:
     """One warehouse + activation store; `members(low, high)` re-materializes the audience
-    (scores are 0..999, one customer each)."""
+    (scores are 0..999, one customer each).
 
-    warehouse: Path
+    `warehouse` is a DuckDB file, or a PostgreSQL URL (the store is then a schema in it).
+    With `store_row_hashes` the materialization stores the row hash of `MAPPING`, as the
+    audience asset does for its syncs, so such syncs diff against the membership alone;
+    without, every sync hashes the parent rows itself.
+    """
+
+    warehouse: Path | str
     store: ActivationStore
     tmp: Path
     runs: int = 0
+    store_row_hashes: bool = True
 
     def members(self, low: int, high: int = CUSTOMERS) -> set[str]:
         """Materialize the audience as customers with low ≤ score < high."""
@@ -77,15 +91,36 @@ class World:
             {"type": "condition", "condition_type": "property", "column": "score",
              "operator": "less_than", "value": high}]}  # fmt: skip
         query = compile_members(
-            tree, parent_model_id="customers", schema=SCHEMA, now=datetime.now(UTC)
+            tree,
+            parent_model_id="customers",
+            schema=SCHEMA,
+            now=datetime.now(UTC),
+            dialect=self.store.dialect,
+            null_keys=True,  # as the audience asset compiles it
         )
-        self.store.replace_members(audience_id=AUDIENCE_ID, members=query.expression)
+        stored = membership_row_hash(self.fields(MAPPING), dialect=self.store.dialect)
+        row_hashes = {stored.name: stored.columns} if stored and self.store_row_hashes else {}
+        self.store.replace_members(
+            audience_id=AUDIENCE_ID, members=query.expression, row_hashes=row_hashes
+        )
         return {key(i) for i in range(low, min(high, CUSTOMERS))}
 
     def execute(self, sql: str) -> None:
         """Change the warehouse (the store must not be mid-run)."""
+        if isinstance(self.warehouse, str):
+            engine = sa.create_engine(self.warehouse)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(sql)
+            engine.dispose()
+            return
         with duckdb.connect(str(self.warehouse)) as con:
             con.execute(sql)
+
+    @staticmethod
+    def fields(mapping: Sequence[Mapping[str, Any]]) -> list[MappedField]:
+        return resolve_field_mapping(
+            mapping, parent=PARENT, schema=SCHEMA, hashed_fields=HASHED_FIELDS
+        )
 
     def job(
         self,
@@ -102,9 +137,7 @@ class World:
             sync_id=SYNC_ID,
             audience_id=AUDIENCE_ID,
             mode=SyncMode(mode),
-            fields=resolve_field_mapping(
-                mapping, parent=PARENT, schema=SCHEMA, hashed_fields=HASHED_FIELDS
-            ),
+            fields=self.fields(mapping),
             parent=PARENT,
             schema=SCHEMA,
             destination=kind,
@@ -118,8 +151,8 @@ class World:
         return run_sync(self.store, job, run_id=f"run-{self.runs}", now=datetime.now(UTC))
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
+def duckdb_world(tmp_path: Path) -> World:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     warehouse = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as con:
         con.execute("CREATE SCHEMA analytics")
@@ -136,3 +169,38 @@ def world(tmp_path: Path) -> World:
         store=ActivationStore(warehouse_url=f"duckdb:///{warehouse}", home=tmp_path / "home"),
         tmp=tmp_path,
     )
+
+
+def postgres_world(tmp_path: Path, pg_url: str) -> World:
+    """The same customers in a PostgreSQL warehouse; the store is a schema beside them."""
+    world = World(
+        warehouse=pg_url,
+        store=ActivationStore(warehouse_url=pg_url, home=tmp_path / "home"),
+        tmp=tmp_path,
+    )
+    world.execute("CREATE SCHEMA analytics")
+    world.execute(
+        f"""CREATE TABLE analytics.customers AS
+        SELECT 'C' || lpad(i::text, 4, '0') AS customer_id,
+               'User.' || i || '@Example.com' AS email,
+               i::bigint AS score,
+               CASE WHEN mod(i, 3) = 0 THEN 'US' ELSE 'DE' END AS country
+        FROM generate_series(0, {CUSTOMERS - 1}) AS t(i)"""
+    )
+    return world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return duckdb_world(tmp_path)
+
+
+@pytest.fixture(params=["duckdb", "duckdb-hashing-parent-rows", "postgres"])
+def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    """The engine on each store: DuckDB with row hashes stored at materialization (the
+    usual case), DuckDB hashing the parent rows at plan time, and PostgreSQL."""
+    if request.param == "postgres":
+        return postgres_world(tmp_path, request.getfixturevalue("pg_url"))
+    world = duckdb_world(tmp_path)
+    world.store_row_hashes = request.param == "duckdb"
+    return world

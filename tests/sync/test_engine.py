@@ -50,8 +50,9 @@ def expected_row(i: int, country: str | None = None) -> tuple:
 
 @pytest.mark.parametrize("mode", ["mirror", "upsert", "add", "remove"])
 def test_every_mode_leaves_the_destination_exactly_right(
-    world: World, pg_url: str, target: sa.Engine, mode: str
+    any_world: World, pg_url: str, target: sa.Engine, mode: str
 ) -> None:
+    world = any_world
     job = world.job(destination="postgres", config=pg_config(pg_url), mode=mode)
     if mode == "remove":
         # Remove-only syncs act on a list someone else filled: start with every customer.
@@ -113,7 +114,8 @@ def test_file_destination_modes(world: World) -> None:
     assert (report.added, report.removed) == (50, 10)
 
 
-def test_empty_audience_is_not_mirrored(world: World, pg_url: str, target: sa.Engine) -> None:
+def test_empty_audience_is_not_mirrored(any_world: World, pg_url: str, target: sa.Engine) -> None:
+    world = any_world
     job = world.job(destination="postgres", config=pg_config(pg_url), mode="mirror")
     world.members(900, CUSTOMERS)
     world.run(job)
@@ -128,7 +130,8 @@ def test_empty_audience_is_not_mirrored(world: World, pg_url: str, target: sa.En
     assert table_state(target) == {}
 
 
-def test_mass_removal_is_stopped(world: World, pg_url: str, target: sa.Engine) -> None:
+def test_mass_removal_is_stopped(any_world: World, pg_url: str, target: sa.Engine) -> None:
+    world = any_world
     world.members(0, CUSTOMERS)
     job = world.job(destination="postgres", config=pg_config(pg_url), mode="mirror")
     world.run(job)
@@ -142,8 +145,9 @@ def test_mass_removal_is_stopped(world: World, pg_url: str, target: sa.Engine) -
 
 
 def test_duplicate_keys_fail_with_a_reason_and_are_retried(
-    world: World, pg_url: str, target: sa.Engine
+    any_world: World, pg_url: str, target: sa.Engine
 ) -> None:
+    world = any_world
     world.execute("INSERT INTO analytics.customers SELECT * FROM analytics.customers "
                   "WHERE score = 950")  # fmt: skip
     world.members(900, CUSTOMERS)
@@ -165,9 +169,33 @@ def test_duplicate_keys_fail_with_a_reason_and_are_retried(
     assert table_state(target)[key(950)] == expected_row(950, "DE")
 
 
-def test_rows_the_destination_rejects_are_retried_next_run(
-    world: World, pg_url: str, target: sa.Engine
+def test_rows_without_a_key_are_reported_not_sent(
+    any_world: World, pg_url: str, target: sa.Engine
 ) -> None:
+    world = any_world
+    world.execute("INSERT INTO analytics.customers VALUES (NULL, 'a@x.com', 950, 'DE'), "
+                  "(NULL, 'b@x.com', 951, 'DE'), (NULL, 'c@x.com', 10, 'DE')")  # fmt: skip
+    world.members(900)  # two of the keyless rows match
+    job = world.job(destination="postgres", config=pg_config(pg_url), mode="mirror")
+    report = world.run(job)
+    assert (report.added, report.failed) == (100, 2)
+    reason = "NULL entity key: 2 matching rows have no key"
+    assert ("", "reject", reason) in report.errors
+    assert set(table_state(target)) == {key(i) for i in range(900, CUSTOMERS)}
+    assert recent_errors(world.store, SYNC_ID, run_id="run-1") == [
+        {"entity_key": None, "operation": "reject", "error": reason}
+    ]
+    # Reported on every run until the source is fixed, and only then gone.
+    assert world.run(job).failed == 2
+    world.execute("DELETE FROM analytics.customers WHERE customer_id IS NULL")
+    world.members(900)
+    assert world.run(job).failed == 0
+
+
+def test_rows_the_destination_rejects_are_retried_next_run(
+    any_world: World, pg_url: str, target: sa.Engine
+) -> None:
+    world = any_world
     with target.begin() as conn:
         conn.execute(sa.text('CREATE TABLE public.audience (entity_key TEXT PRIMARY KEY, '
                              '"hashedEmail" TEXT, score DOUBLE PRECISION, '
@@ -187,7 +215,8 @@ def test_rows_the_destination_rejects_are_retried_next_run(
     assert set(table_state(target)) == {key(i) for i in range(900, CUSTOMERS)}
 
 
-def test_split_groups_partition_the_audience(world: World, pg_url: str) -> None:
+def test_split_groups_partition_the_audience(any_world: World, pg_url: str) -> None:
+    world = any_world
     members = world.members(0, CUSTOMERS)
     ranges = split_ranges("split-1", [GroupShare("g-a", 30, 0), GroupShare("g-b", 70, 1)])
     delivered = {}
