@@ -79,7 +79,7 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     from composable_dagster.catalog import workspaces
-    from composable_dagster.demo.dbt_build import build_demo_warehouse
+    from composable_dagster.demo.dbt_build import build_demo_warehouse, dbt_state_dir
     from composable_dagster.demo.workspace import ensure_demo_workspace
     from composable_dagster.warehouse import Warehouse
 
@@ -88,7 +88,7 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
         build_demo_warehouse(
             settings.resolved_warehouse_url,
             customers=args.customers,
-            state_dir=settings.home_dir / "dbt",
+            state_dir=dbt_state_dir(settings.home_dir, settings.resolved_warehouse_url),
         )
     key_file = settings.home_dir / "demo_api_key"
     with catalog_session(settings.resolved_catalog_url) as session:

@@ -28,6 +28,8 @@ def test_init_demo_is_idempotent(demo_env: DemoEnv) -> None:
     assert first["api_key"].startswith("cdk_")
     again = json.loads(run_cli(["init", "--demo"], cwd=demo_env.cwd, env=demo_env.env))
     assert again == first
+    # The build left its manifest where the code location loads it: no parse at first load.
+    assert (demo_env.cwd / ".composable/dbt/duckdb/target/manifest.json").is_file()
 
 
 def test_keys_and_workspaces_commands(demo_env: DemoEnv) -> None:

@@ -30,7 +30,7 @@ def test_definitions_load_with_dbt_assets(demo_settings: Settings, tmp_path: Pat
     defs = dbt_definitions(settings).definitions
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"customers", "orders", "events"} <= keys
-    assert (tmp_path / "fresh" / "dbt" / "duckdb" / "manifest.json").is_file()
+    assert (tmp_path / "fresh" / "dbt" / "duckdb" / "target" / "manifest.json").is_file()
     orders = defs.resolve_asset_graph().get(dg.AssetKey("orders"))
     assert dg.AssetKey(["raw", "orders"]) in orders.parent_keys
 

@@ -1,4 +1,4 @@
-"""Definitions from the catalog: an asset per audience and per sync, schedules, one job.
+"""Definitions from the catalog: an asset per audience and per sync, and schedules.
 
 A plain, deterministic factory over the (pinned) catalog export. One bad row never stops
 the code location from loading: an invalid cron leaves its sync manual (the API refuses
@@ -18,7 +18,6 @@ from composable_dagster.catalog.tables import Destination, Model, SplitGroup, Sy
 from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
 from composable_dagster.defs.resources import ActivationStoreResource
 from composable_dagster.defs.syncs import (
-    SYNC_JOB_NAME,
     SyncAssetSpec,
     build_sync_asset,
     build_sync_schedule,
@@ -55,7 +54,7 @@ def catalog_definitions(
     max_member_drop: float,
     activation: ActivationStoreResource,
 ) -> dg.Definitions:
-    """Assets, checks, schedules and the sync job for every workspace in `rows`.
+    """Assets, checks and schedules for every workspace in `rows`.
 
     Args:
         rows: The catalog export the definitions are built from.
@@ -146,19 +145,7 @@ def catalog_definitions(
             assets.append(build_sync_asset(spec))
             if spec.schedule:
                 schedules.append(build_sync_schedule(spec))
-    jobs = []
-    if assets:
-        jobs.append(
-            dg.define_asset_job(
-                SYNC_JOB_NAME,
-                selection=dg.AssetSelection.assets(*assets),
-                description="Audiences and syncs; schedules pick the pair to run.",
-                executor_def=dg.in_process_executor,
-            )
-        )
-    return dg.Definitions(
-        assets=assets, schedules=schedules, jobs=jobs, resources={"activation": activation}
-    )
+    return dg.Definitions(assets=assets, schedules=schedules, resources={"activation": activation})
 
 
 def _sync_job(

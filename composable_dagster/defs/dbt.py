@@ -20,6 +20,8 @@ from composable_dagster.demo.dbt_build import (
     TARGET_ENV_VAR,
     dbt_env_for_warehouse,
     dbt_parse,
+    dbt_state_dir,
+    dbt_target_dir,
 )
 from composable_dagster.settings import Settings
 
@@ -34,7 +36,10 @@ def dbt_project(settings: Settings) -> DbtProject:
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
         target=target,
-        target_path=settings.home_dir / "dbt" / target,
+        # Where `composable init` built: a fresh demo loads without parsing again.
+        target_path=dbt_target_dir(
+            dbt_state_dir(settings.home_dir, settings.resolved_warehouse_url)
+        ),
     )
     if not Path(project.manifest_path).exists():
         dbt_parse(project.target_path, warehouse_url=settings.resolved_warehouse_url)

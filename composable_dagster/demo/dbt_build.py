@@ -209,6 +209,17 @@ def dbt_parse(target_dir: Path | str, *, warehouse_url: str | None = None) -> Pa
     return manifest
 
 
+def dbt_state_dir(home: Path, warehouse_url: str) -> Path:
+    """Where dbt keeps `target/` and `logs/` for this warehouse under the state directory:
+    what `composable init` builds into and the code location loads its manifest from."""
+    return home / "dbt" / dbt_env_for_warehouse(warehouse_url)[TARGET_ENV_VAR]
+
+
+def dbt_target_dir(state_dir: Path | str) -> Path:
+    """dbt's target directory (manifest.json, run_results.json) under `state_dir`."""
+    return _state_dirs(state_dir)[0]
+
+
 def _state_dirs(state_dir: Path | str | None) -> tuple[Path, Path]:
     base = Path(state_dir).resolve() if state_dir is not None else DBT_PROJECT_DIR
     return base / "target", base / "logs"
