@@ -133,7 +133,7 @@ class _Tables:
 class _Plan:
     """What `_plan` found: the delta's counts and the sizes the safety rules weigh."""
 
-    planned: dict[str, int]  # operation -> keys (add, update, remove, reject)
+    planned: dict[str, int]  # operation -> keys (add, update, remove)
     members: int
     snapshot_size: int
     rows_without_key: int  # matched the audience's filter with a NULL key
@@ -309,7 +309,8 @@ def _fetch_changes(
     """The delta with values (the changes table); its counts per operation."""
     with store.transaction() as conn:
         query = changes(
-            delta_table=tables.delta, snapshot=tables.snapshot, parent=job.parent,
+            delta_table=tables.delta, members=store.members_table(job.audience_id),
+            snapshot=tables.snapshot, parent=job.parent,
             fields=job.fields, schema=job.schema, dialect=store.dialect, now=now,
         )  # fmt: skip
         _replace(store, conn, tables.changes, query)

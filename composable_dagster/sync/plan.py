@@ -157,21 +157,18 @@ def current_hashes(
     now: datetime,
     stored: RowHashColumn | None,
 ) -> exp.Select:
-    """`key_hash, entity_key, row_hash, source_rows`: one row per member (of the split
-    group), with the hash of its mapped values.
+    """`key_hash, row_hash`: one row per member (of the split group), with the hash of its
+    mapped values; NULL where the key has several parent rows (it never equals a delivered
+    hash, so the key reaches `changes`, which rejects it).
 
     With `stored` (a column of the membership table) this reads the membership alone;
     otherwise it joins the parent model and the mapped traits and hashes their values.
-    `row_hash` is NULL where the key has more than one parent row (`source_rows` > 1).
     """
     m = "m"
     key = exp.column("entity_key", m)
     if stored is not None:
         select = exp.select(
-            exp.column("key_hash", m),
-            key.copy(),
-            exp.alias_(exp.column(stored.name, m), "row_hash"),
-            exp.column("source_rows", m),
+            exp.column("key_hash", m), exp.alias_(exp.column(stored.name, m), "row_hash")
         ).from_(members.copy().as_(m))
     else:
         joined, values = _with_values(
@@ -182,24 +179,19 @@ def current_hashes(
         first = exp.Min(this=row_hash(values, dialect))
         select = joined.select(
             exp.column("key_hash", m),
-            key.copy(),
             exp.alias_(exp.Case(ifs=[exp.If(this=single, true=first)]), "row_hash"),
-            exp.alias_(_count_star(), "source_rows"),
-        ).group_by(exp.column("key_hash", m), key.copy())
+        ).group_by(exp.column("key_hash", m))
     return _in_split(select, key=key, split=split, dialect=dialect)
 
 
 def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
-    """`key_hash, entity_key, operation, source_rows` of every key that changed: current
+    """`key_hash, operation` of every key that changed (add, update or remove): current
     rows against the snapshot in one full outer join on the key hash, row hashes compared.
-    No mapped value is read. Operations: add, update, remove, and reject for a key with
-    several parent rows (`entity_key` is NULL for removes: the snapshot has it)."""
+    Only the two hashes are read: no key text, no mapped value."""
     c, s = "c", "s"
     ck, sk = exp.column("key_hash", c), exp.column("key_hash", s)
-    source_rows = exp.column("source_rows", c)
     operation = exp.Case(
         ifs=[
-            exp.If(this=source_rows.copy() > 1, true=exp.Literal.string("reject")),
             exp.If(this=sk.copy().is_(exp.null()), true=exp.Literal.string("add")),
             exp.If(this=ck.copy().is_(exp.null()), true=exp.Literal.string("remove")),
         ],
@@ -213,9 +205,7 @@ def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
     return (
         exp.select(
             exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "key_hash"),
-            exp.column("entity_key", c),
             exp.alias_(operation, "operation"),
-            source_rows.copy(),
         )
         .from_(current.subquery(c))
         .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
@@ -226,6 +216,7 @@ def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
 def changes(
     *,
     delta_table: exp.Table,
+    members: exp.Table,
     snapshot: exp.Table,
     parent: ModelDef,
     fields: Sequence[MappedField],
@@ -233,20 +224,28 @@ def changes(
     dialect: str,
     now: datetime,
 ) -> exp.Select:
-    """The delta with values: `entity_key, key_hash, operation, row_hash, source_rows,
-    f0…fn`, one row per changed key.
+    """The delta with keys and values: `entity_key, key_hash, operation, row_hash,
+    source_rows, f0…fn`, one row per changed key.
 
-    Adds and updates read their values from the parent model (and traits) for the delta's
-    keys only; a key found on more than one parent row becomes a reject (values NULL).
-    Removes carry the values last delivered, from the snapshot.
+    Adds and updates find their key in the membership and their values in the parent model
+    (and traits), for the delta's keys only; a key found on more than one parent row becomes
+    a reject (values NULL). Removes carry the values last delivered, from the snapshot.
     """
-    d = "d"
-    key = exp.column("entity_key", d)
+    d, m = "d", "m"
+    key = exp.column("entity_key", m)
     field_names = [f"f{i}" for i in range(len(fields))]
+    keyed = (
+        exp.select()
+        .from_(delta_table.copy().as_(d))
+        .join(
+            members.copy().as_(m),
+            on=exp.column("key_hash", m).eq(exp.column("key_hash", d)),
+            join_type="inner",
+        )
+    )
     joined, values = _with_values(
-        exp.select().from_(delta_table.copy().as_(d)), key=key, parent=parent, fields=fields,
-        schema=schema, dialect=dialect, now=now,
-    )  # fmt: skip
+        keyed, key=key, parent=parent, fields=fields, schema=schema, dialect=dialect, now=now
+    )
     per_key = exp.Window(this=_count_star(), partition_by=[exp.column("key_hash", d)])
     fetched = joined.select(
         exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"),
@@ -258,8 +257,6 @@ def changes(
     ).where(
         exp.column("operation", d).isin(exp.Literal.string("add"), exp.Literal.string("update"))
     )
-    nulls = [exp.alias_(exp.null(), name) for name in field_names]
-    reject = exp.Literal.string("reject")
     sendable = (
         exp.select("entity_key", "key_hash", "operation", "row_hash", "source_rows", *field_names)
         .from_("fetched")
@@ -267,22 +264,14 @@ def changes(
     )
     duplicated = (
         exp.select(
-            "entity_key", "key_hash", exp.alias_(reject.copy(), "operation"),
+            "entity_key", "key_hash", exp.alias_(exp.Literal.string("reject"), "operation"),
             exp.alias_(exp.null(), "row_hash"),
-            exp.alias_(exp.Max(this=exp.column("source_rows")), "source_rows"), *nulls,
+            exp.alias_(exp.Max(this=exp.column("source_rows")), "source_rows"),
+            *[exp.alias_(exp.null(), name) for name in field_names],
         )
         .from_("fetched")
         .where(exp.column("source_rows") > 1)
         .group_by("entity_key", "key_hash")
-    )  # fmt: skip
-    rejected = (
-        exp.select(
-            exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"), exp.column("key_hash", d),
-            exp.alias_(reject.copy(), "operation"), exp.alias_(exp.null(), "row_hash"),
-            exp.column("source_rows", d), *[n.copy() for n in nulls],
-        )
-        .from_(delta_table.copy().as_(d))
-        .where(exp.column("operation", d).eq(reject.copy()))
     )  # fmt: skip
     removed_keys = (
         exp.select("key_hash")
@@ -297,7 +286,7 @@ def changes(
         .from_(snapshot.copy())
         .where(exp.column("key_hash").isin(query=removed_keys))
     )  # fmt: skip
-    union = exp.union(sendable, duplicated, rejected, removed, distinct=False)
+    union = exp.union(sendable, duplicated, removed, distinct=False)
     return exp.select("*").from_(union.subquery("u")).with_("fetched", as_=fetched)
 
 
