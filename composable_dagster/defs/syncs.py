@@ -108,6 +108,7 @@ def sync_metadata(report: SyncReport) -> dict[str, Any]:
         "rows_per_second": dg.MetadataValue.float(round(report.rows_per_second, 1)),
         "duration_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
         "planned": dg.MetadataValue.json(report.planned),
+        "diff": dg.MetadataValue.text(report.diff),
     }
     if report.errors:
         metadata["row_errors"] = dg.MetadataValue.table(

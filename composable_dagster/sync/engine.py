@@ -6,6 +6,9 @@ Guarantees (see docs/architecture.md, "Sync runs"):
   with the pending publication recorded in the same transaction (file destinations), so a
   crash at any point converges on the next run without a lost or duplicated member.
 - Nothing is loaded whole into memory: changes stream from the engine in Arrow batches.
+- The incremental diff (membership log + pending keys) finds the same delta as comparing
+  every member: the state it relies on (the membership version caught up with, the pending
+  keys) is written only when a run succeeds, in one transaction.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from composable_dagster.sync.plan import (
     current_hashes,
     current_values,
     delta,
+    delta_of,
     duplicate_keys,
     empty_like,
     mapping_fingerprint,
     membership_row_hash,
     snapshot_columns,
 )
-from composable_dagster.warehouse.activation import ActivationStore
+from composable_dagster.warehouse.activation import ActivationStore, MembershipStats
 from composable_dagster.warehouse.fingerprints import key_hash
 
 ERROR_SAMPLE = 20
@@ -104,6 +108,7 @@ class SyncReport:
     failed: int = 0
     seconds: float = 0.0
     errors: Sequence[tuple[str, str, str]] = field(default_factory=tuple)  # key, op, reason
+    diff: str = "full"  # or "incremental": only keys logged since the last run were compared
 
     @property
     def processed(self) -> int:
@@ -123,6 +128,7 @@ class _Tables:
         tag = sync_id.replace("-", "")
         self.snapshot = store.snapshot_table(sync_id)
         self.delta = store.table(f"delta_{tag}")
+        self.pending = store.table(f"pending_{tag}")
         self.changes = store.table(f"changes_{tag}")
         self.duplicates = store.table(f"duplicates_{tag}")
         self.errors = store.table(f"errors_{tag}")
@@ -137,6 +143,9 @@ class _Plan:
     members: int
     snapshot_size: int
     rows_without_key: int  # matched the audience's filter with a NULL key
+    membership_version: int | None  # the membership the delta compared (None: unversioned)
+    incremental: bool  # the delta came from the membership log, not a full comparison
+    hashes: exp.Select  # every member's (key_hash, row_hash), as the delta compared them
     current: exp.Select  # every member with values: what a full-snapshot mirror sends
 
 
@@ -156,8 +165,9 @@ def run_sync(
     capabilities = job.destination.capabilities
     _recover(store, job, tables)
     plan = _plan(store, job, tables, now=now)
-    log(f"planned {plan.planned} from {plan.members} members against "
-        f"{plan.snapshot_size} delivered in {time.monotonic() - started:.2f} s")  # fmt: skip
+    log(f"planned {plan.planned} from {plan.members} members against {plan.snapshot_size} "
+        f"delivered in {time.monotonic() - started:.2f} s "
+        f"({'incremental' if plan.incremental else 'full'} diff)")  # fmt: skip
     _check_safety(job, plan=plan)
 
     full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
@@ -225,7 +235,7 @@ def run_sync(
         connector.close(success=committed)
         raise
     connector.close(success=True)
-    _finish(store, tables, job)
+    _finish(store, tables, job, plan)
     if full_snapshot:
         # Every member was written; what changed in the destination's copy is the diff.
         counts = {op: planned.get(op, 0) for op in ("add", "update", "remove")}
@@ -237,6 +247,7 @@ def run_sync(
         failed=failed,
         seconds=time.monotonic() - started,
         errors=tuple(errors[:ERROR_SAMPLE]),
+        diff="incremental" if plan.incremental else "full",
     )
 
 
@@ -261,7 +272,12 @@ def recent_errors(store: ActivationStore, sync_id: str, *, run_id: str) -> list[
 def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetime) -> _Plan:
     """The delta (keys and operations, no values) and its counts, in one transaction.
 
-    Nothing per member leaves the engine, and the current rows are never stored.
+    Full: every member against the snapshot (one full outer join on the key hashes).
+    Incremental, when the sync's snapshot last caught up with membership version V and the
+    membership log reaches back to V: only the keys logged since V and the keys the last
+    run left different (pending) are compared. Every key that differs is among those (see
+    docs/architecture.md), so both give the same delta. Nothing per member leaves the
+    engine, and the current rows are never stored.
     """
     members = store.members_table(job.audience_id)
     with store.transaction() as conn:
@@ -276,12 +292,16 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
         )  # fmt: skip
         engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
         fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
+        state = _state(store, conn, tables, job.sync_id)
+        caught_up = state.get("membership_version")  # None, or the version as an int
         if not _exists(store, conn, tables.snapshot):
             _create(
                 store, conn, tables.snapshot, empty_like(values, field_count=tables.field_count)
             )
-        elif _state(store, conn, tables, job.sync_id).get("fingerprint") not in (None, fingerprint):
+            caught_up = None
+        elif state.get("fingerprint") not in (None, fingerprint):
             _reset_snapshot_hashes(store, conn, tables, current=values)
+            caught_up = None  # every stable member differs now: the log does not say so
         _set_state(store, tables, job.sync_id, fingerprint_pending=fingerprint, conn=conn)
         stored = membership_row_hash(job.fields, dialect=store.dialect)
         if stored is not None and not store.exists(conn, members, column=stored.name):
@@ -290,17 +310,56 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
             members=members, parent=job.parent, fields=job.fields, schema=job.schema,
             split=job.split, dialect=store.dialect, now=now, stored=stored,
         )  # fmt: skip
-        _replace(store, conn, tables.delta, delta(current=current, snapshot=tables.snapshot))
+        stats = store.membership_stats(conn, job.audience_id)
+        query, incremental = _delta_query(
+            store, conn, job, tables, current=current, stats=stats,
+            caught_up=caught_up if stored is not None else None,
+        )  # fmt: skip
+        _replace(store, conn, tables.delta, query)
         planned = _operation_counts(store, conn, tables.delta)
         # Without a split, the stored membership (one row per key) has the count for free.
         counted = members if job.split is None else current.subquery("cur")
         member_count = _scalar(conn, store, _sql(store, exp.select("count(*)").from_(counted)))
         snapshot_size = _scalar(conn, store, f"SELECT count(*) FROM {_sql(store, tables.snapshot)}")
-        without_key = store.rows_without_key(conn, job.audience_id)
     return _Plan(
         planned=planned, members=member_count, snapshot_size=snapshot_size,
-        rows_without_key=without_key, current=values,
+        rows_without_key=stats.rows_without_key if stats else 0,
+        # The log speaks of the stored hashes only: a run that computed them from the
+        # parent rows leaves the next run a full comparison.
+        membership_version=stats.version if stats and stored is not None else None,
+        incremental=incremental, hashes=current, current=values,
     )  # fmt: skip
+
+
+def _delta_query(
+    store: ActivationStore,
+    conn: sa.Connection,
+    job: SyncJob,
+    tables: _Tables,
+    *,
+    current: exp.Select,
+    stats: MembershipStats | None,
+    caught_up: int | None,
+) -> tuple[exp.Select, bool]:
+    """The delta's query, and whether it is incremental: it is when the snapshot caught up
+    with a membership version the log still reaches back to (and the pending keys of that
+    run are there); otherwise every member is compared."""
+    if (
+        stats is None
+        or caught_up is None
+        or stats.log_from > caught_up
+        or not _exists(store, conn, tables.pending)
+    ):
+        return delta(current=current, snapshot=tables.snapshot), False
+    logged = (
+        exp.select("key_hash")
+        .from_(store.membership_log_table(job.audience_id))
+        .where(exp.column("version") > caught_up)
+    )
+    candidates = exp.union(
+        logged, exp.select("key_hash").from_(tables.pending.copy()), distinct=False
+    )
+    return delta_of(candidates=candidates, current=current, snapshot=tables.snapshot), True
 
 
 def _fetch_changes(
@@ -500,12 +559,25 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
         _set_state(store, tables, job.sync_id, pending_token=None)
 
 
-def _finish(store: ActivationStore, tables: _Tables, job: SyncJob) -> None:
+def _finish(store: ActivationStore, tables: _Tables, job: SyncJob, plan: _Plan) -> None:
+    """After a successful run: the snapshot has caught up with the plan's membership version
+    except for the delta's keys it still differs on (failed, rejected, or not sent in this
+    mode), which the next run compares again whatever the log says."""
     with store.transaction() as conn:
         state = _state(store, conn, tables, job.sync_id)
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, tables.pending)}")
+        if plan.membership_version is not None:
+            still = delta_of(
+                candidates=exp.select("key_hash").from_(tables.delta.copy()),
+                current=plan.hashes,
+                snapshot=tables.snapshot,
+            )
+            _create(store, conn, tables.pending, exp.select("key_hash").from_(still.subquery("d")))
         _set_state(
-            store, tables, job.sync_id, fingerprint=state.get("fingerprint_pending"), conn=conn
-        )
+            store, tables, job.sync_id, conn=conn,
+            fingerprint=state.get("fingerprint_pending"),
+            membership_version=plan.membership_version,
+        )  # fmt: skip
         for table in (tables.delta, tables.changes, tables.duplicates,
                       _confirmed_table(store, tables)):  # fmt: skip
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
@@ -560,13 +632,20 @@ def _record_errors(
 # --- state and SQL helpers --------------------------------------------------------------
 
 
+# What the engine remembers of a sync between runs (besides its snapshot and pending keys):
+# the mapping fingerprint its snapshot was hashed with (and the one of the run in progress),
+# a file publication committed but not yet done, and the membership version its snapshot
+# last caught up with (the start of the membership log it needs).
+_STATE_COLUMNS = ("fingerprint", "fingerprint_pending", "pending_token", "membership_version")
+
+
 def _state(
     store: ActivationStore, conn: sa.Connection, tables: _Tables, sync_id: str
 ) -> dict[str, Any]:
     _ensure_state(store, conn, tables)
     row = conn.execute(
-        sa.text(f"SELECT fingerprint, fingerprint_pending, pending_token FROM "
-                f"{_sql(store, tables.state)} WHERE sync_id = :s"), {"s": sync_id}
+        sa.text(f"SELECT {', '.join(_STATE_COLUMNS)} FROM {_sql(store, tables.state)} "
+                "WHERE sync_id = :s"), {"s": sync_id}
     ).first()  # fmt: skip
     return dict(row._mapping) if row is not None else {}
 
@@ -577,30 +656,31 @@ def _set_state(
     sync_id: str,
     *,
     conn: sa.Connection | None = None,
-    **values: str | None,
+    **values: str | int | None,
 ) -> None:
     if conn is None:
         with store.transaction() as own:
             _set_state(store, tables, sync_id, conn=own, **values)
         return
-    state = _state(store, conn, tables, sync_id) or {
-        "fingerprint": None, "fingerprint_pending": None, "pending_token": None,
-    }  # fmt: skip
-    state.update(values)
+    state = dict.fromkeys(_STATE_COLUMNS) | _state(store, conn, tables, sync_id) | values
     table = _sql(store, tables.state)
     conn.execute(sa.text(f"DELETE FROM {table} WHERE sync_id = :s"), {"s": sync_id})
     conn.execute(
-        sa.text(f"INSERT INTO {table} VALUES (:s, :f, :fp, :t)"),
-        {"s": sync_id, "f": state["fingerprint"], "fp": state["fingerprint_pending"],
-         "t": state["pending_token"]},
+        sa.text(f"INSERT INTO {table} (sync_id, {', '.join(_STATE_COLUMNS)}) "
+                f"VALUES (:sync_id, {', '.join(':' + c for c in _STATE_COLUMNS)})"),
+        {"sync_id": sync_id, **{c: state[c] for c in _STATE_COLUMNS}},
     )  # fmt: skip
 
 
 def _ensure_state(store: ActivationStore, conn: sa.Connection, tables: _Tables) -> None:
+    table = _sql(store, tables.state)
     conn.exec_driver_sql(
-        f"CREATE TABLE IF NOT EXISTS {_sql(store, tables.state)} (sync_id VARCHAR PRIMARY KEY, "
-        "fingerprint VARCHAR, fingerprint_pending VARCHAR, pending_token VARCHAR)"
+        f"CREATE TABLE IF NOT EXISTS {table} (sync_id VARCHAR PRIMARY KEY, "
+        "fingerprint VARCHAR, fingerprint_pending VARCHAR, pending_token VARCHAR, "
+        "membership_version BIGINT)"
     )
+    if not store.exists(conn, tables.state, column="membership_version"):  # an older store
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN membership_version BIGINT")
 
 
 def _reset_snapshot_hashes(

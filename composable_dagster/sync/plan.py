@@ -4,10 +4,12 @@ Pure: values in, sqlglot expressions out. Two statements per run, both set arith
 the engine; Python only streams the rows that change:
 
 1. `delta`: current (key hash, row hash) pairs against the snapshot's, one full outer join
-   on a 128-bit key hash (warehouse/fingerprints.py). When the audience's materialization
-   stored the row hash of this mapping (`membership_row_hash`), the current side is the
-   membership table alone and no mapped value is read; otherwise (traits in the mapping, or
-   a membership stored before the sync existed) `current_hashes` joins the parent model.
+   on a 128-bit key hash (warehouse/fingerprints.py); or `delta_of` a set of candidate keys
+   (from the membership log) when the engine knows every changed key is among them. When
+   the audience's materialization stored the row hash of this mapping
+   (`membership_row_hash`), the current side is the membership table alone and no mapped
+   value is read; otherwise (traits in the mapping, or a membership stored before the sync
+   existed) `current_hashes` joins the parent model.
 2. `changes`: values for the delta's keys only: adds and updates from the parent model,
    removes from the snapshot (the values last delivered), with a duplicate-key check.
 
@@ -190,27 +192,51 @@ def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
     Only the two hashes are read: no key text, no mapped value."""
     c, s = "c", "s"
     ck, sk = exp.column("key_hash", c), exp.column("key_hash", s)
-    operation = exp.Case(
-        ifs=[
-            exp.If(this=sk.copy().is_(exp.null()), true=exp.Literal.string("add")),
-            exp.If(this=ck.copy().is_(exp.null()), true=exp.Literal.string("remove")),
-        ],
-        default=exp.Literal.string("update"),
-    )
-    changed = exp.or_(
-        ck.copy().is_(exp.null()),
-        sk.copy().is_(exp.null()),
-        exp.NullSafeNEQ(this=exp.column("row_hash", c), expression=exp.column("row_hash", s)),
-    )
     return (
         exp.select(
             exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "key_hash"),
-            exp.alias_(operation, "operation"),
+            exp.alias_(_operation(ck, sk), "operation"),
         )
         .from_(current.subquery(c))
         .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
-        .where(changed)
+        .where(_differs(ck, sk))
     )
+
+
+def delta_of(*, candidates: exp.Query, current: exp.Select, snapshot: exp.Table) -> exp.Select:
+    """`delta` restricted to `candidates` (a query of key hashes): the same rows whenever
+    every key that differs is a candidate, at the cost of the candidates, not of the
+    audience. Candidates come from the membership log (see `sync/engine.py`)."""
+    k, c, s = "k", "c", "s"
+    kk, ck, sk = exp.column("key_hash", k), exp.column("key_hash", c), exp.column("key_hash", s)
+    distinct = exp.select("key_hash").distinct().from_(candidates.subquery("candidates"))
+    return (
+        exp.select(kk.copy(), exp.alias_(_operation(ck, sk), "operation"))
+        .from_(distinct.subquery(k))
+        .join(current.subquery(c), on=ck.copy().eq(kk.copy()), join_type="left")
+        .join(snapshot.copy().as_(s), on=sk.copy().eq(kk.copy()), join_type="left")
+        .where(exp.and_(exp.or_(ck.copy().is_(exp.null()).not_(), sk.copy().is_(exp.null()).not_()),
+                        _differs(ck, sk)))
+    )  # fmt: skip
+
+
+def _operation(current_key: exp.Column, snapshot_key: exp.Column) -> exp.Expression:
+    return exp.Case(
+        ifs=[
+            exp.If(this=snapshot_key.copy().is_(exp.null()), true=exp.Literal.string("add")),
+            exp.If(this=current_key.copy().is_(exp.null()), true=exp.Literal.string("remove")),
+        ],
+        default=exp.Literal.string("update"),
+    )
+
+
+def _differs(current_key: exp.Column, snapshot_key: exp.Column) -> exp.Expression:
+    """On one side only, or on both with other row hashes."""
+    hashes = exp.NullSafeNEQ(
+        this=exp.column("row_hash", current_key.table),
+        expression=exp.column("row_hash", snapshot_key.table),
+    )
+    return exp.or_(current_key.copy().is_(exp.null()), snapshot_key.copy().is_(exp.null()), hashes)
 
 
 def changes(

@@ -32,7 +32,9 @@ from composable_dagster.warehouse.fingerprints import key_hash, row_hash
 ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog after its stem
 ACTIVATION_SCHEMA = "composable_activation"
 WAREHOUSE_ALIAS = "warehouse"
-MEMBERSHIP_STATS = "membership_stats"  # per audience: what its last materialization counted
+MEMBERSHIP_STATS = "membership_stats"  # per audience: version, log reach, keyless rows
+# Materializations the membership log keeps: a sync that fell further behind diffs in full.
+MEMBERSHIP_LOG_VERSIONS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,17 @@ class MembershipChange:
     added: int | None
     removed: int | None
     rows_without_key: int = 0  # rows that matched but have a NULL key: never members
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipStats:
+    """An audience's membership version (one per materialization) and its log's reach: a
+    sync that caught up with version V >= log_from finds every key changed since in the
+    log."""
+
+    version: int
+    log_from: int
+    rows_without_key: int
 
 
 class ActivationStore:
@@ -108,6 +121,10 @@ class ActivationStore:
     def members_table(self, audience_id: str) -> exp.Table:
         return self.table(f"members_{audience_id.replace('-', '')}")
 
+    def membership_log_table(self, audience_id: str) -> exp.Table:
+        """Per materialization (version), the keys whose membership or row hashes changed."""
+        return self.table(f"membership_log_{audience_id.replace('-', '')}")
+
     def replace_members(
         self,
         *,
@@ -121,11 +138,15 @@ class ActivationStore:
         `members` selects `entity_key` from the parent model under the alias
         `PARENT_ALIAS` (what `compile_members` produces). Rows with a NULL key are left out
         and counted (`rows_without_key`, kept for the audience's syncs to report). The
-        stored table has one row per
-        key: `entity_key`, `key_hash`, `source_rows` (matching parent rows; more than one is
-        a duplicated key) and, for each `row_hashes` item, a column of that name holding the
-        row hash of those parent columns (NULL for a duplicated key). Syncs whose mapping has
-        such a column diff against it without reading the parent model again.
+        stored table has one row per key: `entity_key`, `key_hash`, `source_rows` (matching
+        parent rows; more than one is a duplicated key) and, for each `row_hashes` item, a
+        column of that name holding the row hash of those parent columns (NULL for a
+        duplicated key). Syncs whose mapping has such a column diff against it without
+        reading the parent model again.
+
+        Each materialization is a new version; the keys it added, removed or re-hashed go
+        to the membership log, so a sync that last caught up with version V can diff only
+        the keys logged since (`MembershipStats.log_from` tells how far back that works).
         """
         current = self.members_table(audience_id)
         staging = self.table(f"staging_{audience_id.replace('-', '')}")
@@ -133,7 +154,7 @@ class ActivationStore:
         # the only user-derived text is `members`, itself a sqlglot expression.
         current_sql, staging_sql = self._sql(current), self._sql(staging)
         new_name = self._sql(exp.to_identifier(current.name, quoted=True))
-        rename = f"ALTER TABLE {staging_sql} RENAME TO {new_name}"
+        hash_columns = sorted(row_hashes or {})
         with self.transaction() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging_sql}")
             membership = self._membership(members, row_hashes or {})
@@ -146,38 +167,121 @@ class ActivationStore:
             )
             if without_key:
                 conn.exec_driver_sql(f"DELETE FROM {staging_sql} WHERE entity_key IS NULL")
-            self._set_rows_without_key(conn, audience_id, without_key)
             member_count = self._count(conn, staging)
-            if not self.exists(conn, current):
-                conn.exec_driver_sql(rename)
-                return MembershipChange(member_count, None, None, None, without_key)
-            previous_count = self._count(conn, current)
-            added, removed = self._key_differences(conn, new=staging, old=current)
-            conn.exec_driver_sql(f"DROP TABLE {current_sql}")
-            conn.exec_driver_sql(rename)
-        return MembershipChange(member_count, previous_count, added, removed, without_key)
+            self._ensure_log(conn, audience_id, like=staging)
+            previous = self.membership_stats(conn, audience_id)
+            version = previous.version + 1 if previous else 1
+            change = MembershipChange(member_count, None, None, None, without_key)
+            log_from = version  # the log covers nothing before this version, unless...
+            if self.exists(conn, current):
+                previous_count = self._count(conn, current)
+                if previous is not None and self._row_hash_columns(conn, current) == hash_columns:
+                    # ...the previous version had the same hashes: log what changed since.
+                    added, removed = self._log_changes(
+                        conn, audience_id, version, new=staging, old=current, columns=hash_columns
+                    )
+                    log_from = max(previous.log_from, version - MEMBERSHIP_LOG_VERSIONS)
+                else:
+                    added, removed = self._key_differences(conn, new=staging, old=current)
+                change = MembershipChange(member_count, previous_count, added, removed, without_key)
+                conn.exec_driver_sql(f"DROP TABLE {current_sql}")
+            conn.exec_driver_sql(f"ALTER TABLE {staging_sql} RENAME TO {new_name}")
+            self._set_stats(conn, audience_id, MembershipStats(version, log_from, without_key))
+        return change
 
-    def rows_without_key(self, conn: sa.Connection, audience_id: str) -> int:
-        """Rows the audience's last materialization matched that had a NULL key."""
-        stats = self._sql(self.table(MEMBERSHIP_STATS))
+    def membership_stats(self, conn: sa.Connection, audience_id: str) -> MembershipStats | None:
+        """The audience's current membership version and what its materialization counted."""
         if not self.exists(conn, self.table(MEMBERSHIP_STATS)):
-            return 0
-        found = conn.execute(
-            sa.text(f"SELECT rows_without_key FROM {stats} WHERE audience_id = :a"),
+            return None
+        row = conn.execute(
+            sa.text(
+                "SELECT version, log_from, rows_without_key FROM "
+                f"{self._sql(self.table(MEMBERSHIP_STATS))} WHERE audience_id = :a"
+            ),
             {"a": audience_id},
-        ).scalar()
-        return int(found or 0)
+        ).first()
+        return MembershipStats(*(int(v) for v in row)) if row is not None else None
 
-    def _set_rows_without_key(self, conn: sa.Connection, audience_id: str, count: int) -> None:
-        stats = self._sql(self.table(MEMBERSHIP_STATS))
+    def _set_stats(self, conn: sa.Connection, audience_id: str, stats: MembershipStats) -> None:
+        table = self._sql(self.table(MEMBERSHIP_STATS))
         conn.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {stats} "
-            "(audience_id VARCHAR PRIMARY KEY, rows_without_key BIGINT)"
+            f"CREATE TABLE IF NOT EXISTS {table} (audience_id VARCHAR PRIMARY KEY, "
+            "version BIGINT, log_from BIGINT, rows_without_key BIGINT)"
         )
-        conn.execute(sa.text(f"DELETE FROM {stats} WHERE audience_id = :a"), {"a": audience_id})
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE audience_id = :a"), {"a": audience_id})
         conn.execute(
-            sa.text(f"INSERT INTO {stats} VALUES (:a, :n)"), {"a": audience_id, "n": count}
+            sa.text(f"INSERT INTO {table} VALUES (:a, :v, :f, :n)"),
+            {"a": audience_id, "v": stats.version, "f": stats.log_from,
+             "n": stats.rows_without_key},
+        )  # fmt: skip
+
+    def _ensure_log(self, conn: sa.Connection, audience_id: str, *, like: exp.Table) -> None:
+        """The audience's membership log, with the key hash typed as in `like`."""
+        log = self.membership_log_table(audience_id)
+        if self.exists(conn, log):
+            return
+        columns = exp.select(
+            exp.alias_(exp.cast(exp.Literal.number(0), "BIGINT"), "version"),
+            "key_hash",
+            exp.alias_(exp.Literal.string("add"), "change"),
         )
+        empty = columns.from_(like.copy()).where(exp.false())
+        conn.exec_driver_sql(f"CREATE TABLE {self._sql(log)} AS {self._sql(empty)}")
+
+    def _log_changes(
+        self,
+        conn: sa.Connection,
+        audience_id: str,
+        version: int,
+        *,
+        new: exp.Table,
+        old: exp.Table,
+        columns: Sequence[str],
+    ) -> tuple[int, int]:
+        """Log the keys `new` adds, removes or re-hashes against `old` as `version`, and
+        drop versions the log no longer keeps; (added, removed)."""
+        log = self.membership_log_table(audience_id)
+        log_sql = self._sql(log)
+        nk, ok = exp.column("key_hash", "n"), exp.column("key_hash", "o")
+        change = exp.Case(
+            ifs=[
+                exp.If(this=ok.copy().is_(exp.null()), true=exp.Literal.string("add")),
+                exp.If(this=nk.copy().is_(exp.null()), true=exp.Literal.string("remove")),
+            ],
+            default=exp.Literal.string("update"),
+        )
+        rehashed = [
+            exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in columns
+        ]
+        changed = (
+            exp.select(
+                exp.alias_(exp.Literal.number(version), "version"),
+                exp.alias_(exp.Coalesce(this=nk.copy(), expressions=[ok.copy()]), "key_hash"),
+                exp.alias_(change, "change"),
+            )
+            .from_(new.copy().as_("n"))
+            .join(old.copy().as_("o"), on=nk.copy().eq(ok.copy()), join_type="full outer")
+            .where(exp.or_(nk.copy().is_(exp.null()), ok.copy().is_(exp.null()), *rehashed))
+        )
+        conn.exec_driver_sql(f"INSERT INTO {log_sql} {self._sql(changed)}")
+        conn.execute(
+            sa.text(f"DELETE FROM {log_sql} WHERE version <= :v"),
+            {"v": version - MEMBERSHIP_LOG_VERSIONS},
+        )
+        counts = dict(
+            conn.execute(
+                sa.text(f"SELECT change, count(*) FROM {log_sql} WHERE version = :v GROUP BY 1"),
+                {"v": version},
+            ).all()
+        )
+        return int(counts.get("add", 0)), int(counts.get("remove", 0))
+
+    def _row_hash_columns(self, conn: sa.Connection, table: exp.Table) -> list[str] | None:
+        """The row-hash columns of a membership table; None for a layout without key hashes."""
+        names = self._columns(conn, table)
+        if "key_hash" not in names:
+            return None
+        return sorted(n for n in names if n.startswith("row_hash_"))
 
     def _membership(
         self, members: exp.Select, row_hashes: Mapping[str, Sequence[str]]
@@ -283,21 +387,32 @@ class ActivationStore:
 
     def exists(self, conn: sa.Connection, table: exp.Table, *, column: str | None = None) -> bool:
         """Whether our `table` exists (and has `column`, when one is given)."""
+        if column is not None:
+            return column in self._columns(conn, table)
         info = sa.table(
-            "columns" if column else "tables", sa.column("table_schema"),
-            sa.column("table_name"), sa.column("table_catalog"), sa.column("column_name"),
-            schema="information_schema",
+            "tables", sa.column("table_schema"), sa.column("table_name"),
+            sa.column("table_catalog"), schema="information_schema",
         )  # fmt: skip
         query = (
             sa.select(sa.func.count())
             .select_from(info)
             .where(info.c.table_schema == ACTIVATION_SCHEMA, info.c.table_name == table.name)
         )
-        if column:
-            query = query.where(info.c.column_name == column)
         if self.path is not None:
             query = query.where(info.c.table_catalog == ACTIVATION_CATALOG)
         return bool(conn.execute(query).scalar_one())
+
+    def _columns(self, conn: sa.Connection, table: exp.Table) -> set[str]:
+        info = sa.table(
+            "columns", sa.column("table_schema"), sa.column("table_name"),
+            sa.column("table_catalog"), sa.column("column_name"), schema="information_schema",
+        )  # fmt: skip
+        query = sa.select(info.c.column_name).where(
+            info.c.table_schema == ACTIVATION_SCHEMA, info.c.table_name == table.name
+        )
+        if self.path is not None:
+            query = query.where(info.c.table_catalog == ACTIVATION_CATALOG)
+        return {row[0] for row in conn.execute(query)}
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:

@@ -21,7 +21,11 @@ from composable_dagster.filters.schema import (
     EntityType,
     ModelDef,
 )
-from composable_dagster.warehouse.activation import ActivationStore, MembershipChange
+from composable_dagster.warehouse.activation import (
+    ActivationStore,
+    MembershipChange,
+    MembershipStats,
+)
 
 SCHEMA = CatalogSchema(
     models={
@@ -56,6 +60,17 @@ def _exercise(store: ActivationStore) -> None:
         MembershipChange(member_count=30, previous_count=20, added=10, removed=0)
     )
     assert store.member_keys("a-1") == {f"C{i}" for i in range(70, 100)}
+    # Each materialization is a version; the log holds the keys each one changed.
+    log = store.membership_log_table("a-1").sql(dialect=store.dialect)
+    members = store.members_table("a-1").sql(dialect=store.dialect)
+    with store.transaction() as conn:
+        assert store.membership_stats(conn, "a-1") == MembershipStats(3, 1, 0)
+        logged = conn.exec_driver_sql(
+            f"SELECT l.version, l.change, count(*), count(m.key_hash) FROM {log} l "
+            f"LEFT JOIN {members} m ON m.key_hash = l.key_hash GROUP BY 1, 2 ORDER BY 1, 2"
+        ).all()
+    # v2 removed 50..79 (70..79 of them are members again), v3 added 70..79 back.
+    assert [tuple(r) for r in logged] == [(2, "remove", 30, 10), (3, "add", 10, 10)]
     assert store.plan_counts(sync_id="s-1", audience_id="a-1") == (30, 0)
     with pytest.raises(LookupError):
         store.plan_counts(sync_id="s-1", audience_id="never-materialized")
@@ -87,7 +102,7 @@ def test_postgres_store_is_a_schema_in_the_warehouse(pg_url: str, tmp_path: Path
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = 'composable_activation'")}  # fmt: skip
     engine.dispose()
-    assert tables == {"members_a1", "membership_stats"}
+    assert tables == {"members_a1", "membership_log_a1", "membership_stats"}
 
 
 def _keyed_rows(store: ActivationStore, execute) -> None:
@@ -118,8 +133,8 @@ def _keyed_rows(store: ActivationStore, execute) -> None:
             f"SELECT entity_key, source_rows, row_hash_t IS NULL, key_hash IS NULL FROM {members} "
             "ORDER BY entity_key"
         ).all()
-        assert store.rows_without_key(conn, "a-2") == 2
-        assert store.rows_without_key(conn, "never-materialized") == 0
+        assert store.membership_stats(conn, "a-2") == MembershipStats(1, 1, rows_without_key=2)
+        assert store.membership_stats(conn, "never-materialized") is None
         hashes = dict(conn.exec_driver_sql(f"SELECT entity_key, row_hash_t FROM {members}").all())
     # One row per key; a key on two matching rows has no row hash (it is never sent).
     assert [tuple(r) for r in rows] == [("a", 1, False, False), ("b", 2, True, False),

@@ -147,14 +147,28 @@ def test_create_trigger_diff_and_history(
     assert api("GET", f"/audience-syncs/{sync_id}").json()["status"] == "active"
     assert destination_rows(pg_url) == expected_members(demo_env)
 
-    # 5. A key the warehouse holds twice is rejected, with its reason on the run.
-    twice = sorted(expected_members(demo_env))[0]
+    # 5. A row the destination refuses fails alone, with its reason on the run.
+    refused = sorted(expected_members(demo_env))[0]
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE public.high_value ADD CONSTRAINT no_yy "
+                             "CHECK (country <> 'YY') NOT VALID"))  # fmt: skip
     with duckdb.connect(_warehouse(demo_env)) as con:
-        con.execute("INSERT INTO analytics.customers SELECT * FROM analytics.customers "
-                    f"WHERE customer_id = {twice!r}")  # fmt: skip
-    rejected = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
-    assert rejected["status"] == "completed" and rejected["rows_failed"] == 1, rejected
-    assert rejected["row_errors"] == [
-        {"entity_key": twice, "operation": "reject", "error": "duplicate key: 2 source rows"}
-    ]
-    assert destination_rows(pg_url) == expected_members(demo_env)  # left as it was
+        original = con.execute("SELECT country FROM analytics.customers WHERE customer_id = ?",
+                               [refused]).fetchone()[0]  # fmt: skip
+        con.execute("UPDATE analytics.customers SET country = 'YY' WHERE customer_id = ?",
+                    [refused])  # fmt: skip
+    try:
+        partial = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+        assert partial["status"] == "completed" and partial["rows_failed"] == 1, partial
+        [row_error] = partial["row_errors"]
+        assert (row_error["entity_key"], row_error["operation"]) == (refused, "update")
+        assert "no_yy" in row_error["error"]
+        assert destination_rows(pg_url)[refused][2] == original  # left as it was
+    finally:
+        with duckdb.connect(_warehouse(demo_env)) as con:
+            con.execute("UPDATE analytics.customers SET country = ? WHERE customer_id = ?",
+                        [original, refused])  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE public.high_value DROP CONSTRAINT no_yy"))
+        engine.dispose()

@@ -8,7 +8,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+
+from composable_dagster.warehouse import activation
 
 from .conftest import CUSTOMERS, MAPPING, World, duckdb_world, key
 
@@ -42,22 +45,42 @@ def warehouse_rows(world: World, low: int, high: int) -> dict[str, tuple]:
     return {r[0]: (r[1], float(r[2]), r[3]) for r in rows}
 
 
-def test_stored_and_computed_row_hashes_agree_run_after_run(tmp_path: Path, pg_url: str) -> None:
+def refusing_table(pg_url: str, table: str) -> None:
+    """The destination table, refusing country 'XX' (rows the destination rejects)."""
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE TABLE public.{table} (entity_key TEXT PRIMARY KEY, '
+                             '"hashedEmail" TEXT, score DOUBLE PRECISION, '
+                             "country TEXT CHECK (country <> 'XX'))"))  # fmt: skip
+    engine.dispose()
+
+
+@pytest.mark.parametrize("mode", ["mirror", "add"])
+def test_incremental_and_full_diffs_agree_run_after_run(
+    tmp_path: Path, pg_url: str, mode: str
+) -> None:
+    """A random sequence of membership changes, value changes, duplicated keys and rows the
+    destination refuses: the sync diffing the membership log (stored row hashes) and the
+    one comparing every member (hashes computed from the parent rows) send the same rows
+    and leave the same destination, run after run."""
     stored = duckdb_world(tmp_path / "stored")
     computed = duckdb_world(tmp_path / "computed")
     computed.store_row_hashes = False
-    jobs = {
-        id(w): w.job(destination="postgres", config=pg_config(pg_url, table), mode="mirror",
-                     safety={"max_remove_share": 1.0})
-        for w, table in ((stored, "stored"), (computed, "computed"))
-    }  # fmt: skip
+    jobs = {}
+    for world, table in ((stored, f"stored_{mode}"), (computed, f"computed_{mode}")):
+        refusing_table(pg_url, table)
+        jobs[id(world)] = world.job(
+            destination="postgres", config=pg_config(pg_url, table), mode=mode,
+            safety={"max_remove_share": 1.0},
+        )  # fmt: skip
     rng = random.Random(20261130)
-    totals = [0, 0, 0]
-    for step in range(8):
+    totals = [0, 0, 0, 0]
+    for step in range(10):
         low = rng.randrange(0, 400)
         high = rng.randrange(600, CUSTOMERS + 1)
+        country = "XX" if step in (2, 4) else rng.choice(["FR", "GB", "DE"])
         changes = [
-            f"UPDATE analytics.customers SET country = '{rng.choice(['FR', 'GB', 'DE'])}' "
+            f"UPDATE analytics.customers SET country = '{country}' "
             f"WHERE score % {rng.randrange(7, 40)} = {rng.randrange(0, 7)}",
             f"UPDATE analytics.customers SET email = 'User.' || score || '@Step{step}.com' "
             f"WHERE score BETWEEN {rng.randrange(0, 900)} AND {rng.randrange(900, 1000)}",
@@ -70,6 +93,8 @@ def test_stored_and_computed_row_hashes_agree_run_after_run(tmp_path: Path, pg_u
                 "DELETE FROM analytics.customers WHERE score = 700 AND rowid = "
                 "(SELECT max(rowid) FROM analytics.customers WHERE score = 700)"
             )
+        if step == 8:  # the refused values are fixed: what failed goes through now
+            changes.append("UPDATE analytics.customers SET country = 'DE' WHERE country = 'XX'")
         reports = []
         for world in (stored, computed):
             for sql in changes:
@@ -80,13 +105,35 @@ def test_stored_and_computed_row_hashes_agree_run_after_run(tmp_path: Path, pg_u
         assert (a.added, a.updated, a.removed, a.failed) == (
             b.added, b.updated, b.removed, b.failed,
         ), f"step {step}"  # fmt: skip
-        expected = warehouse_rows(stored, low, high)
-        assert destination(pg_url, "stored") == expected, f"step {step}"
-        assert destination(pg_url, "computed") == expected, f"step {step}"
-        if step == 3:
-            assert a.failed == (1 if low <= 700 < high else 0)
-        totals = [t + n for t, n in zip(totals, (a.added, a.updated, a.removed), strict=True)]
-    assert min(totals) > 100  # the sequence exercised adds, updates and removes
+        assert (a.diff, b.diff) == ("incremental" if step else "full", "full"), f"step {step}"
+        state = destination(pg_url, f"stored_{mode}")
+        assert state == destination(pg_url, f"computed_{mode}"), f"step {step}"
+        if mode == "mirror" and step >= 8:
+            assert state == warehouse_rows(stored, low, high), f"step {step}"
+        totals = [t + n for t, n in zip(totals, (a.added, a.updated, a.removed, a.failed),
+                                        strict=True)]  # fmt: skip
+    # The sequence exercised adds, removes (mirror), updates (mirror) and refused rows.
+    assert totals[0] > 100 and totals[3] > 10
+    assert (totals[1] > 100 and totals[2] > 100) if mode == "mirror" else totals[1:3] == [0, 0]
+
+
+def test_a_sync_behind_the_log_compares_every_member(
+    world: World, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activation, "MEMBERSHIP_LOG_VERSIONS", 2)
+    job = world.job(destination="postgres", config=pg_config(pg_url, "audience"), mode="mirror",
+                    safety={"max_remove_share": 1.0})  # fmt: skip
+    world.members(500)
+    world.run(job)
+    world.members(400)
+    assert world.run(job).diff == "incremental"  # one version behind: the log has it
+    for low in (300, 200, 100):  # three materializations without a run: beyond the log
+        world.members(low, 900)
+    behind = world.run(job)
+    assert behind.diff == "full"
+    assert (behind.added, behind.removed) == (300, 100)
+    assert set(destination(pg_url, "audience")) == {key(i) for i in range(100, 900)}
+    assert world.run(job).diff == "incremental"
 
 
 def test_a_sync_moves_between_paths_without_resending(world: World, pg_url: str) -> None:
