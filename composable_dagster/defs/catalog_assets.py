@@ -180,6 +180,7 @@ def _sync_job(
             schema=schema,
             destination=kind,
             destination_config=kind.parse_config(destination.config),
+            destination_id=destination.id,
             safety=SafetyConfig.from_config(sync.config),
             split=split,
         )

@@ -2,9 +2,11 @@
 
 Guarantees (see docs/architecture.md, "Sync runs"):
 - Only keys the destination confirmed enter the snapshot; a failed key is retried next run.
-- Snapshot commits follow each confirmed batch (immediate destinations) or happen once,
-  with the pending publication recorded in the same transaction (file destinations), so a
-  crash at any point converges on the next run without a lost or duplicated member.
+- Each confirmed batch is appended to a confirmation log (one small insert); the log is
+  folded into the snapshot once, at the end of the run, in the transaction that also records
+  a file's pending publication. A killed run's log is folded by the next run before it plans
+  (immediate destinations applied those batches) or discarded with its unpublished file
+  (deferred ones), so a crash at any point converges without a lost or duplicated member.
 - Nothing is loaded whole into memory: changes stream from the engine in Arrow batches.
 - The incremental diff (membership log + pending keys) finds the same delta as comparing
   every member: the state it relies on (the membership version caught up with, the pending
@@ -95,6 +97,7 @@ class SyncJob:
     schema: CatalogSchema
     destination: DestinationType
     destination_config: pydantic.BaseModel
+    destination_id: str = ""  # the catalog's destination: another one starts from nothing
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     split: SplitRange | None = None
 
@@ -158,8 +161,8 @@ def run_sync(
     log: Callable[[str], None] = lambda _: None,
 ) -> SyncReport:
     """Plan, check, deliver and commit one run of `job`. Raises SyncSafetyError before
-    sending anything when a safety rule trips, and re-raises destination failures after
-    committing every batch that was confirmed before them."""
+    sending anything when a safety rule trips, and re-raises destination failures; the
+    batches confirmed before a failure are folded into the snapshot by the next run."""
     started = time.monotonic()
     tables = _Tables(store, job.sync_id, field_count=len(job.fields))
     capabilities = job.destination.capabilities
@@ -201,10 +204,10 @@ def run_sync(
 
     connector = job.destination.open(job.destination_config, context=context)
     committed = False  # once the snapshot names the staged output, that output must survive
+    confirmed = _confirmed_table(store, tables, deferred=deferred)
     batches = itertools.count()
     try:
-        if deferred:
-            _reset_confirmed(store, tables)
+        _reset(store, confirmed)
         sends = _sends(job.mode, full_snapshot=full_snapshot, tables=tables, current=plan.current)
         for op, source in sends:
             for batch in _batches(store, source, op=op, job=job, run_id=run_id,
@@ -215,23 +218,22 @@ def run_sync(
                     _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
                     errors.extend((k, op, v) for k, v in failures.items())
                     failed += len(failures)
-                if deferred:
-                    _remember_confirmed(store, tables, op=op, keys=result.confirmed)
-                else:
-                    _commit(store, tables, op=op, keys=result.confirmed)
+                _remember_confirmed(store, confirmed, op=op, keys=result.confirmed)
                 counts[op] += len(result.confirmed)
         for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
             _commit_unsent(store, tables, op=op)
         token = connector.stage()
-        if deferred:
-            _commit_deferred(
-                store, tables, current=plan.current if full_snapshot else None, token=token
-            )
-            committed = True
-            if token is not None:
-                job.destination.publish(job.destination_config, token)
-                _set_state(store, tables, job.sync_id, pending_token=None)
+        _commit_confirmed(
+            store, tables, confirmed, current=plan.current if full_snapshot else None,
+            token=token if deferred else None,
+        )  # fmt: skip
+        committed = True
+        if deferred and token is not None:
+            job.destination.publish(job.destination_config, token)
+            _set_state(store, tables, job.sync_id, pending_token=None)
     except BaseException:
+        # What an immediate destination confirmed stays in the confirmation log; the next
+        # run folds it into the snapshot before it plans (`_recover`).
         connector.close(success=committed)
         raise
     connector.close(success=True)
@@ -291,9 +293,14 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
             split=job.split, dialect=store.dialect, now=now,
         )  # fmt: skip
         engine_version = str(conn.exec_driver_sql("SELECT version()").scalar())
-        fingerprint = mapping_fingerprint(job.fields, dialect=store.dialect, engine=engine_version)
+        fingerprint = mapping_fingerprint(
+            job.fields, dialect=store.dialect, engine=engine_version, audience_id=job.audience_id
+        )
         state = _state(store, conn, tables, job.sync_id)
         caught_up = state.get("membership_version")  # None, or the version as an int
+        if state.get("destination_id") not in (None, job.destination_id):
+            # Another destination holds none of what the snapshot says was delivered.
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, tables.snapshot)}")
         if not _exists(store, conn, tables.snapshot):
             _create(
                 store, conn, tables.snapshot, empty_like(values, field_count=tables.field_count)
@@ -302,7 +309,10 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
         elif state.get("fingerprint") not in (None, fingerprint):
             _reset_snapshot_hashes(store, conn, tables, current=values)
             caught_up = None  # every stable member differs now: the log does not say so
-        _set_state(store, tables, job.sync_id, fingerprint_pending=fingerprint, conn=conn)
+        _set_state(
+            store, tables, job.sync_id, conn=conn,
+            fingerprint_pending=fingerprint, destination_id=job.destination_id,
+        )  # fmt: skip
         stored = membership_row_hash(job.fields, dialect=store.dialect)
         if stored is not None and not store.exists(conn, members, column=stored.name):
             stored = None  # materialized before this mapping existed: hash the values here
@@ -455,9 +465,14 @@ def _stream(store: ActivationStore, query: exp.Select, *, batch_size: int) -> It
         if store.dialect == "duckdb":
             raw = conn.connection.driver_connection
             reader = raw.sql(sql).to_arrow_reader(batch_size)
-            for record_batch in reader:
-                if record_batch.num_rows:
-                    yield pa.Table.from_batches([record_batch])
+            try:
+                for record_batch in reader:
+                    if record_batch.num_rows:
+                        yield pa.Table.from_batches([record_batch])
+            finally:
+                # A run stopped mid-stream must release the result before the transaction
+                # ends, or DuckDB refuses the rollback ("connection has an open result").
+                reader.close()
             return
         result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
         names = list(result.keys())
@@ -466,22 +481,6 @@ def _stream(store: ActivationStore, query: exp.Select, *, batch_size: int) -> It
 
 
 # --- commits ----------------------------------------------------------------------------
-
-
-def _commit(store: ActivationStore, tables: _Tables, *, op: str, keys: Sequence[str]) -> None:
-    if not keys:
-        return
-    with store.transaction() as conn, _keys_table(store, conn, keys) as key_table:
-        snapshot, changes_sql = _sql(store, tables.snapshot), _sql(store, tables.changes)
-        conn.exec_driver_sql(
-            f"DELETE FROM {snapshot} WHERE entity_key IN (SELECT entity_key FROM {key_table})"
-        )
-        if op != "remove":
-            conn.exec_driver_sql(
-                f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} FROM {changes_sql} "
-                f"WHERE operation = '{op}' "
-                f"AND entity_key IN (SELECT entity_key FROM {key_table})"
-            )
 
 
 def _commit_unsent(store: ActivationStore, tables: _Tables, *, op: str) -> None:
@@ -499,35 +498,45 @@ def _commit_unsent(store: ActivationStore, tables: _Tables, *, op: str) -> None:
         )
 
 
-def _confirmed_table(store: ActivationStore, tables: _Tables) -> exp.Table:
-    return store.table(tables.changes.name.replace("changes_", "confirmed_"))
+def _confirmed_table(store: ActivationStore, tables: _Tables, *, deferred: bool) -> exp.Table:
+    """The run's confirmation log: keys the destination confirmed, one append per batch, folded
+    into the snapshot once at the end. Immediate destinations have applied what it holds,
+    so a killed run's log is folded by the next run; a deferred destination's output is
+    discarded with its run, and so is its log (another table, so the two never mix)."""
+    prefix = "staged_" if deferred else "confirmed_"
+    return store.table(tables.changes.name.replace("changes_", prefix))
 
 
-def _reset_confirmed(store: ActivationStore, tables: _Tables) -> None:
+def _reset(store: ActivationStore, confirmed: exp.Table) -> None:
     with store.transaction() as conn:
-        table = _sql(store, _confirmed_table(store, tables))
+        table = _sql(store, confirmed)
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         conn.exec_driver_sql(f"CREATE TABLE {table} (entity_key VARCHAR, operation VARCHAR)")
 
 
 def _remember_confirmed(
-    store: ActivationStore, tables: _Tables, *, op: str, keys: Sequence[str]
+    store: ActivationStore, confirmed: exp.Table, *, op: str, keys: Sequence[str]
 ) -> None:
     if not keys:
         return
     with store.transaction() as conn, _keys_table(store, conn, keys) as key_table:
         conn.exec_driver_sql(
-            f"INSERT INTO {_sql(store, _confirmed_table(store, tables))} "
-            f"SELECT entity_key, '{op}' FROM {key_table}"
+            f"INSERT INTO {_sql(store, confirmed)} SELECT entity_key, '{op}' FROM {key_table}"
         )
 
 
-def _commit_deferred(
-    store: ActivationStore, tables: _Tables, *, current: exp.Select | None, token: str | None
+def _commit_confirmed(
+    store: ActivationStore,
+    tables: _Tables,
+    confirmed: exp.Table,
+    *,
+    current: exp.Select | None = None,
+    token: str | None = None,
 ) -> None:
-    """`current` is given for a full-snapshot mirror: the snapshot becomes what was sent."""
-    """One transaction: the snapshot of everything confirmed, and the pending publication."""
-    confirmed = _sql(store, _confirmed_table(store, tables))
+    """One transaction: everything the confirmation log holds goes into the snapshot (for a
+    full-snapshot mirror, `current` replaces it), the log is emptied, and the pending
+    publication is recorded."""
+    log = _sql(store, confirmed)
     snapshot = _sql(store, tables.snapshot)
     with store.transaction() as conn:
         if current is not None:
@@ -535,25 +544,36 @@ def _commit_deferred(
             conn.exec_driver_sql(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} "
                 f"FROM {_sql(store, current.subquery('cur'))} "
-                f"WHERE entity_key IN (SELECT entity_key FROM {confirmed})"
+                f"WHERE entity_key IN (SELECT entity_key FROM {log})"
             )
         else:
             conn.exec_driver_sql(
-                f"DELETE FROM {snapshot} WHERE entity_key IN (SELECT entity_key FROM {confirmed})"
+                f"DELETE FROM {snapshot} WHERE entity_key IN (SELECT entity_key FROM {log})"
             )
             conn.exec_driver_sql(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables, prefix='c.')} "
-                f"FROM {_sql(store, tables.changes)} AS c JOIN {confirmed} AS k "
+                f"FROM {_sql(store, tables.changes)} AS c JOIN {log} AS k "
                 "ON k.entity_key = c.entity_key AND k.operation = c.operation "
                 "WHERE c.operation <> 'remove'"
             )
+        conn.exec_driver_sql(f"DELETE FROM {log}")
         _set_state(store, tables, tables.sync_id, pending_token=token, conn=conn)
 
 
 def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
-    """Publish what a crashed run committed but did not publish."""
+    """Finish what a failed or killed run left: fold what an immediate destination
+    confirmed into the snapshot, and publish a file that was committed but not published."""
+    confirmed = _confirmed_table(store, tables, deferred=False)
     with store.transaction() as conn:
         token = _state(store, conn, tables, job.sync_id).get("pending_token")
+        leftover = _exists(store, conn, confirmed) and _exists(store, conn, tables.changes)
+        if leftover:
+            # The run's own columns: the mapping may have changed since.
+            fields = sum(
+                1 for c in store.columns(conn, tables.changes) if c[0] == "f" and c[1:].isdigit()
+            )
+    if leftover:
+        _commit_confirmed(store, _Tables(store, job.sync_id, field_count=fields), confirmed)
     if token:
         job.destination.publish(job.destination_config, token)
         _set_state(store, tables, job.sync_id, pending_token=None)
@@ -579,7 +599,8 @@ def _finish(store: ActivationStore, tables: _Tables, job: SyncJob, plan: _Plan) 
             membership_version=plan.membership_version,
         )  # fmt: skip
         for table in (tables.delta, tables.changes, tables.duplicates,
-                      _confirmed_table(store, tables)):  # fmt: skip
+                      _confirmed_table(store, tables, deferred=False),
+                      _confirmed_table(store, tables, deferred=True)):  # fmt: skip
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, table)}")
 
 
@@ -634,9 +655,15 @@ def _record_errors(
 
 # What the engine remembers of a sync between runs (besides its snapshot and pending keys):
 # the mapping fingerprint its snapshot was hashed with (and the one of the run in progress),
-# a file publication committed but not yet done, and the membership version its snapshot
-# last caught up with (the start of the membership log it needs).
-_STATE_COLUMNS = ("fingerprint", "fingerprint_pending", "pending_token", "membership_version")
+# a file publication committed but not yet done, the membership version its snapshot last
+# caught up with (the start of the membership log it needs), and the destination it holds.
+_STATE_COLUMNS = {
+    "fingerprint": "VARCHAR",
+    "fingerprint_pending": "VARCHAR",
+    "pending_token": "VARCHAR",
+    "membership_version": "BIGINT",
+    "destination_id": "VARCHAR",
+}
 
 
 def _state(
@@ -674,13 +701,12 @@ def _set_state(
 
 def _ensure_state(store: ActivationStore, conn: sa.Connection, tables: _Tables) -> None:
     table = _sql(store, tables.state)
+    columns = ", ".join(f"{name} {kind}" for name, kind in _STATE_COLUMNS.items())
     conn.exec_driver_sql(
-        f"CREATE TABLE IF NOT EXISTS {table} (sync_id VARCHAR PRIMARY KEY, "
-        "fingerprint VARCHAR, fingerprint_pending VARCHAR, pending_token VARCHAR, "
-        "membership_version BIGINT)"
+        f"CREATE TABLE IF NOT EXISTS {table} (sync_id VARCHAR PRIMARY KEY, {columns})"
     )
-    if not store.exists(conn, tables.state, column="membership_version"):  # an older store
-        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN membership_version BIGINT")
+    for name in _STATE_COLUMNS.keys() - store.columns(conn, tables.state):  # an older store
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {_STATE_COLUMNS[name]}")
 
 
 def _reset_snapshot_hashes(

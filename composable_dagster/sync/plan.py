@@ -120,11 +120,18 @@ def resolve_field_mapping(
     return fields
 
 
-def mapping_fingerprint(fields: Sequence[MappedField], *, dialect: str, engine: str) -> str:
-    """Identifies what a snapshot's hashes mean; any change makes the next run resend all."""
+def mapping_fingerprint(
+    fields: Sequence[MappedField], *, dialect: str, engine: str, audience_id: str = ""
+) -> str:
+    """Identifies what a snapshot's hashes mean; any change makes the next run resend all.
+
+    The audience is part of it: another audience's membership versions and log say nothing
+    about this snapshot (who was delivered stays known, so a mirror removes the old
+    audience's members)."""
     payload = json.dumps(
-        [PLAN_VERSION, dialect, engine, [(f.destination_field, f.source_column) for f in fields]]
-    )
+        [PLAN_VERSION, dialect, engine, audience_id,
+         [(f.destination_field, f.source_column) for f in fields]]
+    )  # fmt: skip
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -278,7 +278,7 @@ class ActivationStore:
 
     def _row_hash_columns(self, conn: sa.Connection, table: exp.Table) -> list[str] | None:
         """The row-hash columns of a membership table; None for a layout without key hashes."""
-        names = self._columns(conn, table)
+        names = self.columns(conn, table)
         if "key_hash" not in names:
             return None
         return sorted(n for n in names if n.startswith("row_hash_"))
@@ -388,7 +388,7 @@ class ActivationStore:
     def exists(self, conn: sa.Connection, table: exp.Table, *, column: str | None = None) -> bool:
         """Whether our `table` exists (and has `column`, when one is given)."""
         if column is not None:
-            return column in self._columns(conn, table)
+            return column in self.columns(conn, table)
         info = sa.table(
             "tables", sa.column("table_schema"), sa.column("table_name"),
             sa.column("table_catalog"), schema="information_schema",
@@ -402,7 +402,8 @@ class ActivationStore:
             query = query.where(info.c.table_catalog == ACTIVATION_CATALOG)
         return bool(conn.execute(query).scalar_one())
 
-    def _columns(self, conn: sa.Connection, table: exp.Table) -> set[str]:
+    def columns(self, conn: sa.Connection, table: exp.Table) -> set[str]:
+        """The column names of our `table` (none when it does not exist)."""
         info = sa.table(
             "columns", sa.column("table_schema"), sa.column("table_name"),
             sa.column("table_catalog"), sa.column("column_name"), schema="information_schema",

@@ -83,7 +83,9 @@ class World:
     runs: int = 0
     store_row_hashes: bool = True
 
-    def members(self, low: int, high: int = CUSTOMERS) -> set[str]:
+    def members(
+        self, low: int, high: int = CUSTOMERS, *, audience_id: str = AUDIENCE_ID
+    ) -> set[str]:
         """Materialize the audience as customers with low ≤ score < high."""
         tree = {"type": "and", "children": [
             {"type": "condition", "condition_type": "property", "column": "score",
@@ -101,7 +103,7 @@ class World:
         stored = membership_row_hash(self.fields(MAPPING), dialect=self.store.dialect)
         row_hashes = {stored.name: stored.columns} if stored and self.store_row_hashes else {}
         self.store.replace_members(
-            audience_id=AUDIENCE_ID, members=query.expression, row_hashes=row_hashes
+            audience_id=audience_id, members=query.expression, row_hashes=row_hashes
         )
         return {key(i) for i in range(low, min(high, CUSTOMERS))}
 
@@ -131,17 +133,20 @@ class World:
         mapping: Sequence[Mapping[str, Any]] = MAPPING,
         safety: Mapping[str, Any] | None = None,
         split: SplitRange | None = None,
+        audience_id: str = AUDIENCE_ID,
+        destination_id: str = "destination-1",
     ) -> SyncJob:
         kind = destination_type(destination)
         return SyncJob(
             sync_id=SYNC_ID,
-            audience_id=AUDIENCE_ID,
+            audience_id=audience_id,
             mode=SyncMode(mode),
             fields=self.fields(mapping),
             parent=PARENT,
             schema=SCHEMA,
             destination=kind,
             destination_config=kind.parse_config(config),
+            destination_id=destination_id,
             safety=SafetyConfig.from_config(dict(safety or {})),
             split=split,
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from composable_dagster.destinations.base import DeliveryError
 from tests.webhook_receiver import Receiver
 
 from .conftest import CUSTOMERS, SYNC_ID, World, key
@@ -135,3 +136,29 @@ def test_idempotency_keys_are_per_run_and_batch(world: World, receiver: Receiver
     last_adds = [json.dumps(body["records"]) for _, body in sent[7:9]]
     assert first_adds == last_adds  # the same records, yet new keys: nothing is dropped
     assert webhook_state(receiver, {}) == {key(i): row(i) for i in range(980, CUSTOMERS)}
+
+
+def test_batches_confirmed_before_a_failure_are_not_sent_again(
+    world: World, receiver: Receiver
+) -> None:
+    """The destination fails for good after two batches: the run stops, and the next run
+    (the destination back) sends only what was not confirmed, each member once."""
+    receiver.script.extend([("status", 200, {}, b"ok")] * 2 + [("status", 503, {}, b"down")])
+    job = world.job(
+        destination="webhook", config={"url": receiver.url, "max_retries": 0},
+        mode="mirror", safety={"batch_size": 5},
+    )  # fmt: skip
+    members = world.members(980)
+    with pytest.raises(DeliveryError, match="HTTP 503"):
+        world.run(job)
+    rerun = world.run(job)
+    assert rerun.added == len(members) - 10
+    sent = [rec["key"] for r in receiver.requests for rec in r.json()["records"]]
+    delivered = [
+        rec["key"]
+        for r, answer in zip(receiver.requests, ["ok", "ok", "down"] + ["ok"] * 10, strict=False)
+        if answer == "ok"
+        for rec in r.json()["records"]
+    ]
+    assert sorted(delivered) == sorted(members)  # every member once: none lost, none twice
+    assert len(sent) == len(members) + 5  # the refused batch was the only one sent twice

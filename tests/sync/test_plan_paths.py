@@ -168,3 +168,34 @@ def test_a_mapping_change_resends_every_member_once(world: World, pg_url: str) -
     }
     second = world.run(changed)
     assert (second.added, second.updated, second.removed) == (0, 0, 0)
+
+
+def test_another_destination_gets_every_member(world: World, pg_url: str) -> None:
+    world.members(800)
+    first = world.job(destination="postgres", config=pg_config(pg_url, "first"), mode="mirror")
+    assert world.run(first).added == 200
+    # The sync now points at another destination: it holds nothing of the snapshot.
+    moved = world.job(destination="postgres", config=pg_config(pg_url, "second"),
+                      mode="mirror", destination_id="destination-2")  # fmt: skip
+    report = world.run(moved)
+    assert (report.added, report.diff) == (200, "full")
+    assert set(destination(pg_url, "second")) == {key(i) for i in range(800, CUSTOMERS)}
+    assert world.run(moved).added == 0
+
+
+def test_another_audience_is_diffed_against_what_was_delivered(world: World, pg_url: str) -> None:
+    other = "a0d10000-0000-4000-8000-000000000002"
+    config = pg_config(pg_url, "audience")
+    world.members(800)
+    world.members(850, audience_id=other)
+    world.run(world.job(destination="postgres", config=config, mode="mirror"))
+    repointed = world.job(destination="postgres", config=config, mode="mirror",
+                          audience_id=other)  # fmt: skip
+    report = world.run(repointed)
+    # Who was delivered is kept: the old audience's extra members are removed; the other
+    # audience's version numbers say nothing about this snapshot, so every member is compared.
+    assert (report.removed, report.diff) == (50, "full")
+    assert set(destination(pg_url, "audience")) == {key(i) for i in range(850, CUSTOMERS)}
+    world.members(860, audience_id=other)
+    again = world.run(repointed)
+    assert (again.removed, again.diff) == (10, "incremental")
