@@ -170,6 +170,16 @@ class DestinationType(ABC):
     def open(self, config: pydantic.BaseModel, *, context: SyncContext) -> Connector:
         """A connector delivering one run's batches."""
 
+    def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:
+        """The parts of `config` that say where members land (stored only as a hash).
+
+        When they change, the place holds none of what the sync delivered before, so the
+        engine starts its snapshot from nothing and every member is sent again. Settings of
+        how to deliver (batch size, headers, timeouts) are left out: changing them resends
+        nothing. The default, the whole config, errs on the side of resending.
+        """
+        return (config.model_dump_json(),)
+
     def batch_size(self, config: pydantic.BaseModel) -> int:
         """Rows per `RecordBatch` the engine should send for `config` (a config may lower it)."""
         return self.capabilities.batch_size

@@ -438,6 +438,11 @@ class FileDestination(DestinationType):
         deferred_publish=True,
     )
 
+    def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:
+        """The directory and the file names; format and compression are how, not where."""
+        assert isinstance(config, FileConfig)
+        return (config.path, config.file_prefix)
+
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
         assert isinstance(config, FileConfig)
         if url_protocol(config.path) is not None:

@@ -685,6 +685,14 @@ class PostgresDestination(DestinationType):
     config_model = PostgresConfig
     capabilities = Capabilities(modes=frozenset(SyncMode), batch_size=50_000)
 
+    def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:
+        """The database server and database (whichever user, password or driver reach
+        them), the table and its key column."""
+        assert isinstance(config, PostgresConfig)
+        url = config.engine_url()
+        where = (url.get_backend_name(), url.host or "", str(url.port or ""), url.database or "")
+        return (*where, config.table, config.key_column)
+
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
         """Connect, run `SELECT 1`, and on PostgreSQL check the privileges the sync needs."""
         assert isinstance(config, PostgresConfig)

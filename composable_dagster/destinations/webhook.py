@@ -243,6 +243,11 @@ class WebhookDestination(DestinationType):
         assert isinstance(config, WebhookConfig)
         return config.batch_size
 
+    def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:
+        """The endpoint; method, headers, signing and timeouts are how it is called."""
+        assert isinstance(config, WebhookConfig)
+        return (config.url,)
+
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
         """Resolve the host and open a TCP connection (and TLS handshake for https).
 

@@ -298,8 +298,9 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
         )
         state = _state(store, conn, tables, job.sync_id)
         caught_up = state.get("membership_version")  # None, or the version as an int
-        if state.get("destination_id") not in (None, job.destination_id):
-            # Another destination holds none of what the snapshot says was delivered.
+        if _moved(state, job):
+            # Another destination, or the same one pointed at another table, directory or
+            # endpoint, holds none of what the snapshot says was delivered.
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, tables.snapshot)}")
         if not _exists(store, conn, tables.snapshot):
             _create(
@@ -312,6 +313,7 @@ def _plan(store: ActivationStore, job: SyncJob, tables: _Tables, *, now: datetim
         _set_state(
             store, tables, job.sync_id, conn=conn,
             fingerprint_pending=fingerprint, destination_id=job.destination_id,
+            destination_target=destination_target(job),
         )  # fmt: skip
         stored = membership_row_hash(job.fields, dialect=store.dialect)
         if stored is not None and not store.exists(conn, members, column=stored.name):
@@ -565,7 +567,8 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
     confirmed into the snapshot, and publish a file that was committed but not published."""
     confirmed = _confirmed_table(store, tables, deferred=False)
     with store.transaction() as conn:
-        token = _state(store, conn, tables, job.sync_id).get("pending_token")
+        state = _state(store, conn, tables, job.sync_id)
+        token = state.get("pending_token")
         leftover = _exists(store, conn, confirmed) and _exists(store, conn, tables.changes)
         if leftover:
             # The run's own columns: the mapping may have changed since.
@@ -575,7 +578,10 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
     if leftover:
         _commit_confirmed(store, _Tables(store, job.sync_id, field_count=fields), confirmed)
     if token:
-        job.destination.publish(job.destination_config, token)
+        # Staged under the old location, which the config no longer names (and which this
+        # run abandons, starting from nothing): only the old config could publish it.
+        if not _moved(state, job):
+            job.destination.publish(job.destination_config, token)
         _set_state(store, tables, job.sync_id, pending_token=None)
 
 
@@ -656,14 +662,30 @@ def _record_errors(
 # What the engine remembers of a sync between runs (besides its snapshot and pending keys):
 # the mapping fingerprint its snapshot was hashed with (and the one of the run in progress),
 # a file publication committed but not yet done, the membership version its snapshot last
-# caught up with (the start of the membership log it needs), and the destination it holds.
+# caught up with (the start of the membership log it needs), and the destination it holds
+# (its catalog id, and a hash of where in it members land).
 _STATE_COLUMNS = {
     "fingerprint": "VARCHAR",
     "fingerprint_pending": "VARCHAR",
     "pending_token": "VARCHAR",
     "membership_version": "BIGINT",
     "destination_id": "VARCHAR",
+    "destination_target": "VARCHAR",
 }
+
+
+def destination_target(job: SyncJob) -> str:
+    """A hash of where the sync's members land (see `DestinationType.target`)."""
+    parts = (job.destination.name, *job.destination.target(job.destination_config))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _moved(state: Mapping[str, Any], job: SyncJob) -> bool:
+    """Whether the snapshot in `state` was delivered somewhere else than `job` delivers to
+    (None: not recorded yet, by a store older than the column)."""
+    held = (state.get("destination_id"), state.get("destination_target"))
+    now = (job.destination_id, destination_target(job))
+    return any(was not in (None, new) for was, new in zip(held, now, strict=True))
 
 
 def _state(

@@ -156,3 +156,24 @@ def test_crash_between_commit_and_publication_is_recovered(
     report = world.run(world.job(destination="file", config=config, mode="add"))
     assert report.added == 0
     assert sorted(_file_keys(out / SYNC_ID)) == sorted(expected)
+
+
+def test_a_file_committed_for_a_path_no_longer_configured_is_not_published_elsewhere(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = world.tmp / "old", world.tmp / "new"
+    expected = world.members(900)
+
+    def crash(self, config, token):
+        raise KeyboardInterrupt("power cut after the snapshot commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FileDestination, "publish", crash)
+        with pytest.raises(KeyboardInterrupt):
+            world.run(world.job(destination="file", config={"path": str(old)}, mode="add"))
+    # The destination now writes elsewhere: the old part file cannot be published there,
+    # and the new directory, holding nothing yet, gets every member exactly once.
+    report = world.run(world.job(destination="file", config={"path": str(new)}, mode="add"))
+    assert (report.added, report.diff) == (len(expected), "full")
+    assert sorted(_file_keys(new / SYNC_ID)) == sorted(expected)
+    assert _file_keys(old / SYNC_ID) == []

@@ -183,6 +183,31 @@ def test_another_destination_gets_every_member(world: World, pg_url: str) -> Non
     assert world.run(moved).added == 0
 
 
+def test_a_destination_pointed_at_another_table_gets_every_member(
+    world: World, pg_url: str
+) -> None:
+    world.members(800)
+    world.run(world.job(destination="postgres", config=pg_config(pg_url, "before"), mode="mirror"))
+    # The same catalog destination, edited (PUT /destinations) to write another table.
+    edited = world.job(destination="postgres", config=pg_config(pg_url, "after"), mode="mirror")
+    report = world.run(edited)
+    assert (report.added, report.removed, report.diff) == (200, 0, "full")
+    assert set(destination(pg_url, "after")) == {key(i) for i in range(800, CUSTOMERS)}
+    assert world.run(edited).added == 0
+
+
+def test_an_edit_of_how_to_deliver_resends_nothing(world: World, pg_url: str) -> None:
+    world.members(800)
+    config = pg_config(pg_url, "audience")
+    world.run(world.job(destination="postgres", config=config, mode="mirror"))
+    # Same table, reached with another driver name and without creating it: same place.
+    same_place = {**config, "create_table": False,
+                  "url": pg_url.replace("postgresql+psycopg://", "postgresql://")}  # fmt: skip
+    world.members(790)
+    report = world.run(world.job(destination="postgres", config=same_place, mode="mirror"))
+    assert (report.added, report.removed, report.diff) == (10, 0, "incremental")
+
+
 def test_another_audience_is_diffed_against_what_was_delivered(world: World, pg_url: str) -> None:
     other = "a0d10000-0000-4000-8000-000000000002"
     config = pg_config(pg_url, "audience")
