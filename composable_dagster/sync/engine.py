@@ -180,10 +180,15 @@ def run_sync(
             _replace(store, conn, tables.duplicates, duplicate_keys(
                 members=store.members_table(job.audience_id), parent=job.parent,
                 dialect=store.dialect))  # fmt: skip
-        rejects, planned = tables.duplicates, plan.planned
+        rejects = exp.select("entity_key", "source_rows").from_(tables.duplicates.copy())
+        planned = plan.planned
     else:
         planned = _fetch_changes(store, job, tables, now=now)
-        rejects = tables.changes
+        rejects = (
+            exp.select("entity_key", "source_rows")
+            .from_(tables.changes.copy())
+            .where(exp.column("operation").eq(exp.Literal.string("reject")))
+        )
     context = SyncContext(
         sync_id=job.sync_id,
         run_id=run_id,
@@ -616,17 +621,14 @@ def _finish(store: ActivationStore, tables: _Tables, job: SyncJob, plan: _Plan) 
 def _record_rejects(
     store: ActivationStore,
     tables: _Tables,
-    source: exp.Table,
+    rejects: exp.Select,
     *,
     run_id: str,
     errors: list[tuple[str, str, str]],
 ) -> int:
-    """Record the keys `source` rejects (the changes' rejects, or the duplicates table)."""
-    query = exp.select("entity_key", "source_rows").from_(source.copy())
-    if source.name == tables.changes.name:
-        query = query.where(exp.column("operation").eq(exp.Literal.string("reject")))
+    """Record the duplicated keys `rejects` selects (`entity_key, source_rows`)."""
     with store.transaction() as conn:
-        rows = conn.exec_driver_sql(_sql(store, query)).all()
+        rows = conn.exec_driver_sql(_sql(store, rejects)).all()
     failures = {str(key): f"duplicate key: {n} source rows" for key, n in rows}
     if failures:
         _record_errors(store, tables, run_id=run_id, op="reject", failures=failures)

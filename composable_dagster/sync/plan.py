@@ -32,8 +32,14 @@ from sqlglot import exp
 
 from composable_dagster.errors import InvalidInputError
 from composable_dagster.filters import CatalogSchema, compile_trait_values
+from composable_dagster.filters.compile import count_star
 from composable_dagster.filters.schema import ModelDef
-from composable_dagster.warehouse.fingerprints import row_hash
+from composable_dagster.warehouse.fingerprints import (
+    change_kind,
+    differs,
+    row_hash,
+    single_row_hash,
+)
 
 PLAN_VERSION = "v2"  # bump when the hash formula changes: every snapshot then resyncs
 BUCKETS = 10_000  # split assignment granularity: 0.01%
@@ -184,11 +190,9 @@ def current_hashes(
             exp.select().from_(members.copy().as_(m)), key=key, parent=parent, fields=fields,
             schema=schema, dialect=dialect, now=now,
         )  # fmt: skip
-        single = exp.EQ(this=_count_star(), expression=exp.Literal.number(1))
-        first = exp.Min(this=row_hash(values, dialect))
         select = joined.select(
             exp.column("key_hash", m),
-            exp.alias_(exp.Case(ifs=[exp.If(this=single, true=first)]), "row_hash"),
+            exp.alias_(single_row_hash(row_hash(values, dialect)), "row_hash"),
         ).group_by(exp.column("key_hash", m))
     return _in_split(select, key=key, split=split, dialect=dialect)
 
@@ -202,11 +206,11 @@ def delta(*, current: exp.Select, snapshot: exp.Table) -> exp.Select:
     return (
         exp.select(
             exp.alias_(exp.Coalesce(this=ck.copy(), expressions=[sk.copy()]), "key_hash"),
-            exp.alias_(_operation(ck, sk), "operation"),
+            exp.alias_(change_kind(ck, sk), "operation"),
         )
         .from_(current.subquery(c))
         .join(snapshot.copy().as_(s), on=ck.copy().eq(sk.copy()), join_type="full outer")
-        .where(_differs(ck, sk))
+        .where(differs(ck, sk, hashes=["row_hash"]))
     )
 
 
@@ -218,32 +222,13 @@ def delta_of(*, candidates: exp.Query, current: exp.Select, snapshot: exp.Table)
     kk, ck, sk = exp.column("key_hash", k), exp.column("key_hash", c), exp.column("key_hash", s)
     distinct = exp.select("key_hash").distinct().from_(candidates.subquery("candidates"))
     return (
-        exp.select(kk.copy(), exp.alias_(_operation(ck, sk), "operation"))
+        exp.select(kk.copy(), exp.alias_(change_kind(ck, sk), "operation"))
         .from_(distinct.subquery(k))
         .join(current.subquery(c), on=ck.copy().eq(kk.copy()), join_type="left")
         .join(snapshot.copy().as_(s), on=sk.copy().eq(kk.copy()), join_type="left")
         .where(exp.and_(exp.or_(ck.copy().is_(exp.null()).not_(), sk.copy().is_(exp.null()).not_()),
-                        _differs(ck, sk)))
+                        differs(ck, sk, hashes=["row_hash"])))
     )  # fmt: skip
-
-
-def _operation(current_key: exp.Column, snapshot_key: exp.Column) -> exp.Expression:
-    return exp.Case(
-        ifs=[
-            exp.If(this=snapshot_key.copy().is_(exp.null()), true=exp.Literal.string("add")),
-            exp.If(this=current_key.copy().is_(exp.null()), true=exp.Literal.string("remove")),
-        ],
-        default=exp.Literal.string("update"),
-    )
-
-
-def _differs(current_key: exp.Column, snapshot_key: exp.Column) -> exp.Expression:
-    """On one side only, or on both with other row hashes."""
-    hashes = exp.NullSafeNEQ(
-        this=exp.column("row_hash", current_key.table),
-        expression=exp.column("row_hash", snapshot_key.table),
-    )
-    return exp.or_(current_key.copy().is_(exp.null()), snapshot_key.copy().is_(exp.null()), hashes)
 
 
 def changes(
@@ -279,7 +264,7 @@ def changes(
     joined, values = _with_values(
         keyed, key=key, parent=parent, fields=fields, schema=schema, dialect=dialect, now=now
     )
-    per_key = exp.Window(this=_count_star(), partition_by=[exp.column("key_hash", d)])
+    per_key = exp.Window(this=count_star(), partition_by=[exp.column("key_hash", d)])
     fetched = joined.select(
         exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"),
         exp.column("key_hash", d),
@@ -378,10 +363,10 @@ def duplicate_keys(*, members: exp.Table, parent: ModelDef, dialect: str) -> exp
     """
     key = exp.cast(exp.column(parent.primary_key, "p", quoted=True), "VARCHAR")
     counted = (
-        exp.select(exp.alias_(key, "entity_key"), exp.alias_(_count_star(), "source_rows"))
+        exp.select(exp.alias_(key, "entity_key"), exp.alias_(count_star(), "source_rows"))
         .from_(_model_source(parent, dialect).as_("p"))
         .group_by(key.copy())
-        .having(_count_star() > 1)
+        .having(count_star() > 1)
     )
     member_keys = exp.select(exp.cast(exp.column("entity_key"), "VARCHAR")).from_(members.copy())
     return (
@@ -433,10 +418,6 @@ def _in_split(
         return select
     bucket = split_bucket(split_id=split.split_id, key=key.copy(), dialect=dialect)
     return select.where(exp.and_(bucket >= split.low, bucket < split.high))
-
-
-def _count_star() -> exp.Expression:
-    return exp.Count(this=exp.Star())
 
 
 def split_bucket(*, split_id: str, key: exp.Expression, dialect: str) -> exp.Expression:

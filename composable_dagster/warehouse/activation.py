@@ -26,8 +26,15 @@ from sqlalchemy.pool import NullPool
 from sqlglot import exp
 
 from composable_dagster.filters import PARENT_ALIAS
+from composable_dagster.filters.compile import count_star
 from composable_dagster.warehouse.connection import LITERAL_SQL, Warehouse
-from composable_dagster.warehouse.fingerprints import key_hash, row_hash
+from composable_dagster.warehouse.fingerprints import (
+    change_kind,
+    differs,
+    key_hash,
+    row_hash,
+    single_row_hash,
+)
 
 ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog after its stem
 ACTIVATION_SCHEMA = "composable_activation"
@@ -243,25 +250,15 @@ class ActivationStore:
         log = self.membership_log_table(audience_id)
         log_sql = self._sql(log)
         nk, ok = exp.column("key_hash", "n"), exp.column("key_hash", "o")
-        change = exp.Case(
-            ifs=[
-                exp.If(this=ok.copy().is_(exp.null()), true=exp.Literal.string("add")),
-                exp.If(this=nk.copy().is_(exp.null()), true=exp.Literal.string("remove")),
-            ],
-            default=exp.Literal.string("update"),
-        )
-        rehashed = [
-            exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in columns
-        ]
         changed = (
             exp.select(
                 exp.alias_(exp.Literal.number(version), "version"),
                 exp.alias_(exp.Coalesce(this=nk.copy(), expressions=[ok.copy()]), "key_hash"),
-                exp.alias_(change, "change"),
+                exp.alias_(change_kind(nk, ok), "change"),
             )
             .from_(new.copy().as_("n"))
             .join(old.copy().as_("o"), on=nk.copy().eq(ok.copy()), join_type="full outer")
-            .where(exp.or_(nk.copy().is_(exp.null()), ok.copy().is_(exp.null()), *rehashed))
+            .where(differs(nk, ok, hashes=columns))
         )
         conn.exec_driver_sql(f"INSERT INTO {log_sql} {self._sql(changed)}")
         conn.execute(
@@ -292,19 +289,12 @@ class ActivationStore:
             values = [exp.column(c, PARENT_ALIAS, quoted=True) for c in columns]
             rows = rows.select(exp.alias_(row_hash(values, self.dialect), name), append=True)
         key = exp.column("entity_key")
-        single = exp.EQ(this=_count_star(), expression=exp.Literal.number(1))
-        hashes = [
-            exp.alias_(
-                exp.Case(ifs=[exp.If(this=single.copy(), true=exp.Min(this=exp.column(name)))]),
-                name,
-            )
-            for name in row_hashes
-        ]
+        hashes = [exp.alias_(single_row_hash(exp.column(name)), name) for name in row_hashes]
         return (
             exp.select(
                 key.copy(),
                 exp.alias_(key_hash(key.copy(), self.dialect), "key_hash"),
-                exp.alias_(_count_star(), "source_rows"),
+                exp.alias_(count_star(), "source_rows"),
                 *hashes,
             )
             .from_(rows.subquery("q"))
@@ -368,7 +358,7 @@ class ActivationStore:
         return expression.sql(dialect=self.dialect)
 
     def _count(self, conn: sa.Connection, table: exp.Table) -> int:
-        query = exp.select(exp.Count(this=exp.Star())).from_(table.copy())
+        query = exp.select(count_star()).from_(table.copy())
         return int(conn.exec_driver_sql(query.sql(dialect=self.dialect)).scalar_one())
 
     def _count_missing(self, conn: sa.Connection, *, source: exp.Table, target: exp.Table) -> int:
@@ -379,7 +369,7 @@ class ActivationStore:
             .where(exp.column("entity_key", "t").eq(exp.column("entity_key", "s")))
         )
         query = (
-            exp.select(exp.Count(this=exp.Star()))
+            exp.select(count_star())
             .from_(source.copy().as_("s"))
             .where(exp.Not(this=exp.Exists(this=inner)))
         )
@@ -423,10 +413,6 @@ class ActivationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _process_lock(self.path.with_suffix(".lock")):
             yield
-
-
-def _count_star() -> exp.Expression:
-    return exp.Count(this=exp.Star())
 
 
 class _FileLock:

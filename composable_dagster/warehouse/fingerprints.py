@@ -13,6 +13,10 @@ Pure: sqlglot expressions in, sqlglot expressions out.
   versions is undocumented: snapshots record the engine version (sync/plan.py
   `mapping_fingerprint`), and a change of engine resends every member once instead of
   trusting old hashes.
+
+Comparing two versions (a new membership with the previous one, current members with a
+sync's snapshot) is a join on `key_hash`: `change_kind` names what each joined row is, and
+`differs` keeps the rows that changed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlglot import exp
+
+from composable_dagster.filters.compile import count_star
 
 
 def key_hash(key: exp.Expression, dialect: str) -> exp.Expression:
@@ -39,3 +45,34 @@ def row_hash(values: Sequence[exp.Expression], dialect: str) -> exp.Expression:
     # The trailing '' keeps a one-value row a row, so `(NULL)` and `()` never hash alike.
     row = exp.Tuple(expressions=[v.copy() for v in values] + [exp.Literal.string("")])
     return exp.MD5(this=exp.cast(row, "TEXT"))
+
+
+def single_row_hash(row_hash_of_row: exp.Expression) -> exp.Expression:
+    """Aggregate over a key's source rows: its row hash, or NULL when the key has several
+    rows (a duplicated key; NULL never equals a delivered hash, so the key stays changed)."""
+    single = exp.EQ(this=count_star(), expression=exp.Literal.number(1))
+    return exp.Case(ifs=[exp.If(this=single, true=exp.Min(this=row_hash_of_row))])
+
+
+def change_kind(new_key: exp.Column, old_key: exp.Column) -> exp.Expression:
+    """'add', 'remove' or 'update': a row of a join of a new version with an old one on the
+    key hash, by the side its key is missing from (old: added; new: removed)."""
+    return exp.Case(
+        ifs=[
+            exp.If(this=old_key.copy().is_(exp.null()), true=exp.Literal.string("add")),
+            exp.If(this=new_key.copy().is_(exp.null()), true=exp.Literal.string("remove")),
+        ],
+        default=exp.Literal.string("update"),
+    )
+
+
+def differs(new_key: exp.Column, old_key: exp.Column, *, hashes: Sequence[str]) -> exp.Expression:
+    """The key is on one side only, or both sides (the tables of the two keys) hold another
+    value in one of the `hashes` columns, NULLs compared as values."""
+    changed = [
+        exp.NullSafeNEQ(
+            this=exp.column(name, new_key.table), expression=exp.column(name, old_key.table)
+        )
+        for name in hashes
+    ]
+    return exp.or_(new_key.copy().is_(exp.null()), old_key.copy().is_(exp.null()), *changed)
