@@ -28,4 +28,16 @@ class ConflictError(DomainError):
 
 
 class WarehouseError(DomainError):
-    """The warehouse refused or failed a query; the message is the engine's."""
+    """The warehouse failed a query for reasons of its own (unreachable, out of memory, an
+    internal error); the message is the engine's. Answered 502."""
+
+
+class WarehouseRejectedError(WarehouseError):
+    """The warehouse refused a query for what the query says (an unknown table or column, a
+    bad cast, a value out of range, a sandbox refusal): the caller's input is at fault, so
+    it is answered 400. `field` names the input the query came from."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

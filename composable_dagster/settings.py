@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,33 @@ class Settings(BaseSettings):
         description="DuckDB activation store: memory for diffs before spilling to "
         "$COMPOSABLE_HOME/spill (DuckDB syntax, e.g. 512MB, 4GB; empty = DuckDB's default)",
     )
+    export_root: Path | None = Field(
+        default=None,
+        description="Where local file destinations (and file databases) may write: each "
+        "workspace gets <export root>/<workspace slug>/ (default $COMPOSABLE_HOME/exports)",
+    )
+    file_protocols: str = Field(
+        default="",
+        description="Comma-separated fsspec protocols a file destination may use besides "
+        "local paths (e.g. 's3,gcs'); empty: local paths only",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) that encrypt destination secrets in the catalog, "
+        "comma-separated: the first encrypts, all decrypt (rotation); unset: the key file "
+        "$COMPOSABLE_HOME/secret.key, created (mode 0600) when missing",
+    )
+    sql_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a query of workspace SQL the API runs (preview, estimate, column "
+        "discovery) may take: PostgreSQL's statement_timeout; DuckDB queries are interrupted",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the API accepts (413 beyond)",
+    )
     max_member_drop: float = Field(
         default=0.5,
         ge=0,
@@ -62,6 +89,35 @@ class Settings(BaseSettings):
     @property
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{self.home_dir / 'warehouse.duckdb'}"
+
+    def check_catalog_apart(self) -> None:
+        """Refuse a catalog in the warehouse's own database: workspace SQL runs there with
+        the warehouse's credentials, and could read every workspace's catalog rows."""
+        import sqlalchemy as sa  # lazily: `composable --help` should not pay for it
+
+        def where(url: str) -> tuple[object, ...]:
+            parsed = sa.make_url(url)
+            return (parsed.get_backend_name(), parsed.host, parsed.port, parsed.database)
+
+        if where(self.resolved_catalog_url) == where(self.resolved_warehouse_url):
+            raise ValueError(
+                "COMPOSABLE_CATALOG_URL and COMPOSABLE_WAREHOUSE_URL name the same database: "
+                "workspace SQL runs in the warehouse and could read the catalog; give the "
+                "catalog a database of its own"
+            )
+
+    @property
+    def resolved_export_root(self) -> Path:
+        root = self.export_root.expanduser() if self.export_root else self.home_dir / "exports"
+        return root.resolve()
+
+    @property
+    def allowed_file_protocols(self) -> frozenset[str]:
+        return frozenset(p.strip().lower() for p in self.file_protocols.split(",") if p.strip())
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.home_dir / "secret.key"
 
     @property
     def dagster_home(self) -> Path:

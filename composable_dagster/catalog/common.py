@@ -23,7 +23,16 @@ class Spec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
 
-Name = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
+# Documented limits of text fields (docs/api.md, "Limits"): longer input is a 400.
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 4_000
+MAX_SQL_LENGTH = 100_000
+
+Name = pydantic.constr(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH)
+# A warehouse or column name, as the user typed it (validated against the warehouse later).
+Identifier = pydantic.constr(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH)
+Description = pydantic.constr(max_length=MAX_DESCRIPTION_LENGTH)
+SqlText = pydantic.constr(min_length=1, max_length=MAX_SQL_LENGTH)
 
 
 def get_owned(session: Session, table: type[RowT], *, workspace_id: str, row_id: str) -> RowT:
