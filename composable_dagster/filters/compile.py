@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
 
 from composable_dagster.filters.errors import FilterCycleError, FilterError, join_path
 from composable_dagster.filters.operators import (
@@ -35,11 +33,16 @@ from composable_dagster.filters.schema import (
     RelationshipDef,
     TraitDef,
 )
+from composable_dagster.filters.sql_types import ExactRange, exact_range
 from composable_dagster.filters.timewindow import to_utc_naive, window_bounds
 from composable_dagster.filters.tree import (
+    MAX_TREE_DEPTH,
+    MAX_TREE_NODES,
+    MAX_TREE_SUBQUERIES,
     AndNode,
     AudienceCondition,
     EventCondition,
+    FilterLimitError,
     FilterNode,
     NotNode,
     OrNode,
@@ -48,12 +51,15 @@ from composable_dagster.filters.tree import (
     TraitCondition,
     parse_filter_tree,
 )
+from composable_dagster.filters.user_sql import parse_select, table_reference
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "databricks")
 KEY = "fk"  # output name of every key-set subquery
 # The parent model's alias in `compile_members` output: callers may add projections over it.
 PARENT_ALIAS = "p"
 MAX_PREVIEW_ROWS = 100
+_INLINED = "once referenced audiences and trait filters are inlined"
+_MAX_COUNT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,12 @@ class Compiler:
     dialect: str
     now: datetime | None
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _parsed: dict[str, exp.Query] = field(default_factory=dict)
+    _parsed: dict[str, exp.Table | exp.Subquery] = field(default_factory=dict)
+    # Nodes compiled so far and the current nesting: inlined audiences and trait filters
+    # count too, so a chain or a doubling of audience references stays within the limits.
+    _nodes: int = 0
+    _depth: int = 0
+    _subqueries: int = 0
 
     # -- catalog lookups ---------------------------------------------------------------
 
@@ -146,25 +157,10 @@ class Compiler:
 
     def source(self, model: ModelDef, alias: str, *, path: str) -> exp.Expression:
         """The model's rows as a FROM item: a quoted table or the parsed user SELECT."""
-        table_alias = exp.TableAlias(this=exp.Identifier(this=alias, quoted=False))
-        if model.sql is not None and model.table is None:
-            query = self._parsed.get(model.id)
-            if query is None:
-                query = parse_select(model.sql, dialect=self.dialect, path=path, what=model.name)
-                self._parsed[model.id] = query
-            return exp.Subquery(this=query.copy(), alias=table_alias)
-        if not model.table:
-            raise FilterError(path, f"model {model.name} has neither a table nor SQL")
-        parts = model.table.split(".")
-        if len(parts) > 3 or not all(parts):
-            raise FilterError(path, f"model {model.name} has an invalid table name {model.table!r}")
-        names = [None] * (3 - len(parts)) + parts
-        return exp.Table(
-            this=ident(names[2]),
-            db=ident(names[1]) if names[1] else None,
-            catalog=ident(names[0]) if names[0] else None,
-            alias=table_alias,
-        )
+        rows = self._parsed.get(model.id)
+        if rows is None:
+            rows = self._parsed[model.id] = model_rows(model, dialect=self.dialect, path=path)
+        return exp.alias_(rows.copy(), exp.Identifier(this=alias, quoted=False), table=True)
 
     def relationship(self, rel_id: str, scope: Scope, *, path: str) -> RelatedRows:
         """Resolve a relationship leaving `scope.model` and the FROM clause of its rows."""
@@ -223,7 +219,44 @@ class Compiler:
             negated: Whether an odd or even number of `not`s sits above: under any `not`,
                 a NULL must be turned into FALSE before it is negated.
             audiences: Audience ids being inlined above this node (cycle detection).
+
+        Raises:
+            FilterLimitError: The tree, with referenced audiences and trait filters
+                inlined, has more than MAX_TREE_DEPTH levels, MAX_TREE_NODES nodes or
+                MAX_TREE_SUBQUERIES relation, event and trait conditions.
         """
+        self._count(node, path=path)
+        self._depth += 1
+        try:
+            return self._node(node, scope, path=path, negated=negated, audiences=audiences)
+        finally:
+            self._depth -= 1
+
+    def _count(self, node: FilterNode, *, path: str) -> None:
+        """Count one more node at the current depth against the tree limits."""
+        self._nodes += 1
+        if self._nodes > MAX_TREE_NODES:
+            raise FilterLimitError(path, f"tree has more than {MAX_TREE_NODES} nodes {_INLINED}")
+        if self._depth >= MAX_TREE_DEPTH:
+            raise FilterLimitError(path, f"tree deeper than {MAX_TREE_DEPTH} levels {_INLINED}")
+        if isinstance(node, RelationCondition | EventCondition | TraitCondition):
+            self._subqueries += 1
+            if self._subqueries > MAX_TREE_SUBQUERIES:
+                raise FilterLimitError(
+                    path,
+                    f"tree has more than {MAX_TREE_SUBQUERIES} relation, event and trait "
+                    "conditions (referenced audiences included)",
+                )
+
+    def _node(
+        self,
+        node: FilterNode,
+        scope: Scope,
+        *,
+        path: str,
+        negated: bool,
+        audiences: tuple[str, ...],
+    ) -> exp.Expression:
         if isinstance(node, AndNode | OrNode):
             parts = [
                 self.predicate(
@@ -282,16 +315,22 @@ class Compiler:
         *,
         path: str,
         what: str,
+        exact: ExactRange | None = None,
     ) -> exp.Expression:
         spec = operator_spec(node.operator, column_type, path=path, what=what)
-        literals = operator_values(spec, column_type, node.value, node.value2, path=path)
+        literals = operator_values(
+            spec, column_type, node.value, node.value2, path=path, exact=exact
+        )
         return spec.build(value, literals, self.dialect)
 
     def _property(
         self, node: PropertyCondition, scope: Scope, *, path: str, negated: bool, **_: Any
     ) -> exp.Expression:
         ref, column = self.column(scope, node.column, path=join_path(path, "column"))
-        pred = self._compare(ref, column.type, node, path=path, what=f"column '{node.column}'")
+        # Numbers past an integer or DECIMAL column's range are compared by what they mean.
+        exact = exact_range(column.warehouse_type, dialect=self.dialect)
+        what = f"column '{node.column}'"
+        pred = self._compare(ref, column.type, node, path=path, what=what, exact=exact)
         if node.operator in ("is_null", "is_not_null"):
             return pred  # never NULL itself
         return self._guard(pred, ref, scope, negated=negated)
@@ -353,8 +392,12 @@ class Compiler:
             names = [self._audience_name(a) for a in audiences[audiences.index(audience.id) :]]
             cycle = " -> ".join([*names, audience.name])
             raise FilterCycleError(id_path, f"audience reference cycle: {cycle}")
+        invalid = f"audience {audience.name} is invalid"
         try:
             tree = parse_filter_tree(audience.filter_tree, path="filter_tree")
+        except FilterError as exc:  # its own tree, e.g. stored before a limit existed
+            raise FilterError(id_path, f"{invalid}: {exc}") from None
+        try:
             inner = self.predicate(
                 tree,
                 scope,
@@ -362,11 +405,11 @@ class Compiler:
                 negated=negated or node.operator == "is_not_member",
                 audiences=(*audiences, audience.id),
             )
-        except FilterCycleError as exc:
+        except (FilterCycleError, FilterLimitError) as exc:
             # Each level re-raises at its own reference: the user sees the outermost one.
-            raise FilterCycleError(id_path, exc.message) from None
+            raise type(exc)(id_path, exc.message) from None
         except FilterError as exc:
-            raise FilterError(id_path, f"audience {audience.name} is invalid: {exc}") from None
+            raise FilterError(id_path, f"{invalid}: {exc}") from None
         return negate(inner) if node.operator == "is_not_member" else exp.paren(inner)
 
     def _audience_name(self, audience_id: str) -> str:
@@ -443,6 +486,11 @@ class Compiler:
     ) -> tuple[str, int, int | None]:
         if node.count_value < 0:
             raise FilterError(join_path(path, "count_value"), "count_value must be >= 0")
+        # Row counts are BIGINTs; a larger literal does not even bind on DuckDB.
+        for name in ("count_value", "count_value2"):
+            value = getattr(node, name)
+            if value is not None and value > _MAX_COUNT:
+                raise FilterError(join_path(path, name), f"{name} must be <= {_MAX_COUNT}")
         if node.count_operator == "between":
             if node.count_value2 is None:
                 raise FilterError(join_path(path, "count_value2"), "'between' needs count_value2")
@@ -522,11 +570,18 @@ class Compiler:
 
 
 def _conjuncts(pred: exp.Expression) -> list[exp.Expression]:
-    while isinstance(pred, exp.Paren):
-        pred = pred.this
-    if isinstance(pred, exp.And):
-        return _conjuncts(pred.this) + _conjuncts(pred.expression)
-    return [pred]
+    # Iterative: `exp.and_` nests one level per child, and a group may have ~1000 children.
+    out: list[exp.Expression] = []
+    stack = [pred]
+    while stack:
+        part = stack.pop()
+        while isinstance(part, exp.Paren):
+            part = part.this
+        if isinstance(part, exp.And):
+            stack += [part.expression, part.this]
+        else:
+            out.append(part)
+    return out
 
 
 def _not_exists(pred: exp.Expression) -> exp.Expression | None:
@@ -544,6 +599,8 @@ def _not_exists(pred: exp.Expression) -> exp.Expression | None:
         parts = _conjuncts(inner)
         if len(parts) != 2 or not isinstance(parts[1], exp.In):
             return None
+        if not _is_not_null_of(parts[0], parts[1].this):
+            return None  # a real AND (`not(and(x, relation))`): rewriting would drop x
         inner = parts[1]
     if not isinstance(inner, exp.In) or inner.args.get("query") is None:
         return None
@@ -557,16 +614,44 @@ def _not_exists(pred: exp.Expression) -> exp.Expression | None:
     return exp.not_(exp.Exists(this=probe))
 
 
-def parse_select(sql: str, *, dialect: str, path: str, what: str) -> exp.Query:
-    """Parse user SQL that must be exactly one query (SELECT, UNION, ...)."""
-    try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-    except SqlglotError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FilterError(path, f"{what}: SQL does not parse: {first}") from None
-    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise FilterError(path, f"{what}: SQL must be exactly one SELECT statement")
-    return statements[0]
+def _is_not_null_of(pred: exp.Expression, key: exp.Expression) -> bool:
+    """Whether `pred` is exactly ``key IS NOT NULL``: the one conjunct NOT EXISTS can absorb,
+    since ``NOT EXISTS (... s.fk = NULL)`` is TRUE, as ``NOT (NULL IS NOT NULL AND ...)`` is."""
+    while isinstance(pred, exp.Paren):
+        pred = pred.this
+    if not isinstance(pred, exp.Not):
+        return False
+    inner = pred.this
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    return (
+        isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null) and inner.this == key
+    )
+
+
+def model_rows(model: ModelDef, *, dialect: str, path: str) -> exp.Table | exp.Subquery:
+    """A model's rows as a FROM item without alias: its table, or its SQL as a subquery.
+
+    Stored SQL and table names are checked again here (filters/user_sql.py), every time they
+    are compiled: a row saved before a rule existed meets it. Everything that reads a
+    model (audience queries, the sync plan) goes through this one function.
+    """
+    what = f"model {model.name}"
+    if model.sql is not None and model.table is None:
+        return exp.Subquery(this=parse_select(model.sql, dialect=dialect, field=path, what=what))
+    if not model.table:
+        raise FilterError(path, f"{what} has neither a table nor SQL")
+    # `schema.table` (the catalog refuses dots inside either name): a dotted table name
+    # leaves its dots in the schema part, which is refused, never extra name parts.
+    schema, _, table = model.table.rpartition(".")
+    return table_reference(
+        table,
+        schema=schema or None,
+        dialect=dialect,
+        table_field=path,
+        schema_field=path,
+        what=what,
+    )
 
 
 def check_dialect(dialect: str) -> None:

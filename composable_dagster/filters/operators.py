@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from sqlglot import exp
 
 from composable_dagster.filters.errors import FilterError, join_path
 from composable_dagster.filters.schema import ColumnType, ResultType
+from composable_dagster.filters.sql_types import ExactRange
 from composable_dagster.filters.timewindow import parse_timestamp
 
 
@@ -182,8 +184,60 @@ def timestamp_literal(moment: Any) -> exp.Expression:
     return exp.cast(exp.Literal.string(text), exp.DataType.build("timestamp"))
 
 
-def literal(value: Any, column_type: ColumnType, *, path: str) -> exp.Expression:
+# Integers and float magnitudes every engine binds against every numeric column. Beyond
+# them DuckDB types an integer HUGEINT, UHUGEINT or BIGNUM, which it cannot cast to a DECIMAL
+# (or BIGINT) column (`amount < 10^40` failed to bind instead of matching every row), and
+# PostgreSQL types an `IN (...)` list on a REAL column as REAL, which 1e40 or 1e-40 overflow.
+_PLAIN_INTEGERS = range(-(2**63), 2**63)
+_PLAIN_MAGNITUDES = (1e-30, float(2**63))
+
+
+def _plain(value: float) -> exp.Literal:
+    return exp.Literal.number(repr(value) if isinstance(value, float) else value)
+
+
+def number_literal(value: float, *, path: str, exact: ExactRange | None = None) -> exp.Expression:
+    """A JSON number as a literal that binds against the compared column on every engine.
+
+    Args:
+        value: The number.
+        path: JSON path of the value, for errors.
+        exact: The range of the column's type when it is an integer or DECIMAL type.
+
+    Within the column's exact range, or of ordinary magnitude, a number stays a plain
+    literal, compared exactly. Past an exact range it is replaced by the value one step past
+    the range (`ExactRange.beyond`), which every comparison answers the same way:
+    ``less_than 1e40`` on a DECIMAL(18,2) matches every non-NULL row, exactly. Otherwise it
+    becomes ``CAST(v AS DOUBLE)``, which is how the engines compare a floating-point column
+    anyway.
+
+    Raises:
+        FilterError: NaN, an infinity, or an integer beyond the range of a DOUBLE.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(path, f"expected a finite number, got {value!r}")
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise FilterError(path, "number out of range: at most about 1.8e308 in magnitude")
+    if exact is not None:
+        if exact.contains(value):
+            return _plain(value)
+        beyond = exact.beyond(value)
+        if beyond is not None:
+            return beyond
+    elif isinstance(value, int):
+        if value in _PLAIN_INTEGERS:
+            return _plain(value)
+    elif value == 0 or _PLAIN_MAGNITUDES[0] <= abs(value) <= _PLAIN_MAGNITUDES[1]:
+        return _plain(value)
+    return exp.cast(exp.Literal.number(repr(float(value))), exp.DataType.build("double"))
+
+
+def literal(
+    value: Any, column_type: ColumnType, *, path: str, exact: ExactRange | None = None
+) -> exp.Expression:
     """Turn one JSON value into a sqlglot literal of the column's type.
+
+    `exact` is the range of a number column's integer or DECIMAL type, if known.
 
     Raises:
         FilterError: The value does not fit the column type.
@@ -197,9 +251,7 @@ def literal(value: Any, column_type: ColumnType, *, path: str) -> exp.Expression
     if column_type is ColumnType.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise FilterError(path, f"expected a number, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise FilterError(path, f"expected a finite number, got {value!r}")
-        return exp.Literal.number(repr(value) if isinstance(value, float) else value)
+        return number_literal(value, path=path, exact=exact)
     if column_type is ColumnType.BOOLEAN:
         if not isinstance(value, bool):
             raise FilterError(path, f"expected true or false, got {value!r}")
@@ -233,41 +285,42 @@ def operator_spec(name: str, column_type: ColumnType, *, path: str, what: str) -
 
 
 def operator_values(
-    spec: OperatorSpec, column_type: ColumnType, value: Any, value2: Any, *, path: str
+    spec: OperatorSpec,
+    column_type: ColumnType,
+    value: Any,
+    value2: Any,
+    *,
+    path: str,
+    exact: ExactRange | None = None,
 ) -> tuple[exp.Expression, ...]:
-    """Check the value shape of a condition and return its literals."""
+    """Check the value shape of a condition and return its literals (see `literal`)."""
+
+    def lit(item: Any, item_path: str) -> exp.Expression:
+        return literal(item, column_type, path=item_path, exact=exact)
+
     value_path = join_path(path, "value")
     if spec.shape is ValueShape.NONE:
         return ()
     if spec.shape is ValueShape.SCALAR:
         if isinstance(value, list | tuple):
             raise FilterError(value_path, f"operator '{spec.name}' takes one value, not a list")
-        lit = literal(value, column_type, path=value_path)
+        scalar = lit(value, value_path)
         if spec.nonempty_text and value == "":
             raise FilterError(value_path, f"operator '{spec.name}' needs a non-empty string")
-        return (lit,)
+        return (scalar,)
     if spec.shape is ValueShape.LIST:
         items = list(value) if isinstance(value, list | tuple) else [value]
         if not items or value is None:
             raise FilterError(value_path, f"operator '{spec.name}' needs a non-empty list")
-        return tuple(
-            literal(item, column_type, path=join_path(value_path, i))
-            for i, item in enumerate(items)
-        )
+        return tuple(lit(item, join_path(value_path, i)) for i, item in enumerate(items))
     # RANGE
     if isinstance(value, list | tuple):
         if len(value) != 2 or value2 is not None:
             raise FilterError(value_path, f"operator '{spec.name}' needs [low, high]")
         low, high = value
-        return (
-            literal(low, column_type, path=join_path(value_path, 0)),
-            literal(high, column_type, path=join_path(value_path, 1)),
-        )
+        return (lit(low, join_path(value_path, 0)), lit(high, join_path(value_path, 1)))
     if value2 is None:
         raise FilterError(
             join_path(path, "value2"), f"operator '{spec.name}' needs value2 or value: [low, high]"
         )
-    return (
-        literal(value, column_type, path=value_path),
-        literal(value2, column_type, path=join_path(path, "value2")),
-    )
+    return (lit(value, value_path), lit(value2, join_path(path, "value2")))

@@ -35,13 +35,18 @@ class ReferencedIds:
 
 
 def walk(node: FilterNode, *, nested: bool = True) -> Iterator[FilterNode]:
-    """Every node of the tree, depth first; `nested=False` stays on the tree's own model."""
-    yield node
-    if isinstance(node, AndNode | OrNode | NotNode):
-        for child in node.children:
-            yield from walk(child, nested=nested)
-    elif nested and isinstance(node, RelationCondition | EventCondition) and node.filters:
-        yield from walk(node.filters, nested=nested)
+    """Every node of the tree, depth first; `nested=False` stays on the tree's own model.
+
+    Iterative, so a tree built in Python past the parser's depth limit cannot overflow it.
+    """
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if isinstance(current, AndNode | OrNode | NotNode):
+            stack.extend(reversed(current.children))
+        elif nested and isinstance(current, RelationCondition | EventCondition):
+            stack.extend([current.filters] if current.filters else [])
 
 
 def property_columns(node: FilterNode) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import MAXYEAR, MINYEAR, UTC, date, datetime, timedelta
 
 from composable_dagster.filters.errors import FilterError, join_path
 from composable_dagster.filters.tree import TimeWindow
@@ -37,10 +37,10 @@ def parse_timestamp(value: object, *, path: str) -> datetime:
     """Parse an ISO-8601 date or timestamp string (``Z`` suffix allowed) into naive UTC.
 
     Raises:
-        FilterError: `value` is not such a string.
+        FilterError: `value` is not such a string, or it leaves years 1-9999 in UTC.
     """
     if isinstance(value, datetime):
-        return to_utc_naive(value)
+        value = value.isoformat()  # one path below, with its range check
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
     if not isinstance(value, str):
@@ -49,20 +49,33 @@ def parse_timestamp(value: object, *, path: str) -> datetime:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise FilterError(path, f"invalid ISO-8601 timestamp {value!r}") from None
-    return to_utc_naive(parsed)
+    try:
+        return to_utc_naive(parsed)
+    except OverflowError:  # 0001-01-01T00:30:00+01:00 is in year 0 in UTC
+        raise FilterError(path, f"timestamp {value!r} is outside years 1-9999 in UTC") from None
 
 
 def add_months(moment: datetime, months: int) -> datetime:
-    """Calendar month arithmetic: Mar 31 minus one month is Feb 28 (or 29), not Mar 3."""
+    """Calendar month arithmetic: Mar 31 minus one month is Feb 28 (or 29), not Mar 3.
+
+    Raises:
+        OverflowError: The result is outside years 1-9999, as for `datetime - timedelta`.
+    """
     index = moment.year * 12 + (moment.month - 1) + months
     year, month = divmod(index, 12)
     month += 1
+    if not MINYEAR <= year <= MAXYEAR:
+        raise OverflowError(f"year {year} is out of range")
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
 
 
 def units_ago(now: datetime, amount: int, unit: str) -> datetime:
-    """`now` minus `amount` hours/days/weeks/calendar months."""
+    """`now` minus `amount` hours/days/weeks/calendar months.
+
+    Raises:
+        OverflowError: The result is before year 1 (or `amount` is beyond timedelta's range).
+    """
     if unit == "months":
         return add_months(now, -amount)
     return now - timedelta(**{unit: amount})
@@ -75,7 +88,10 @@ def _bound(value: int | str, *, now: datetime, unit: str, path: str) -> tuple[da
     if isinstance(value, int):
         if value < 0:
             raise FilterError(path, f"time amount must be >= 0, got {value}")
-        return units_ago(now, value, unit), True
+        try:
+            return units_ago(now, value, unit), True
+        except OverflowError:
+            raise FilterError(path, f"{value} {unit} before now is before year 1") from None
     return parse_timestamp(value, path=path), False
 
 

@@ -287,14 +287,14 @@ def _sql(
     path: str,
     stack: tuple[str, ...],
 ) -> exp.Select:
-    from composable_dagster.filters.compile import parse_select
+    from composable_dagster.filters.user_sql import parse_select
 
     scope, pk = _with_parent(compiler, trait, path=path)
     sql_path = join_path(path, "sql")
     query = parse_select(
         _get(config, "sql", path=path, kind=str),
         dialect=compiler.dialect,
-        path=sql_path,
+        field=sql_path,
         what=f"trait {trait.slug}",
     )
     names = [n.lower() for n in query.named_selects]
@@ -320,6 +320,27 @@ def _sql(
     )
 
 
+# A formula is arithmetic over a few traits: these bounds are far above any real one, and
+# keep its parse (recursive, in sqlglot) and its SQL small.
+MAX_FORMULA_LENGTH = 2_000
+MAX_FORMULA_NESTING = 32
+MAX_FORMULA_TERMS = 64
+
+
+def _check_formula_size(text: str, *, path: str) -> None:
+    if len(text) > MAX_FORMULA_LENGTH:
+        raise FilterError(path, f"formula longer than {MAX_FORMULA_LENGTH} characters")
+    depth = deepest = 0
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_FORMULA_NESTING:
+        raise FilterError(path, f"formula nested deeper than {MAX_FORMULA_NESTING} parentheses")
+    terms = sum(text.count(op) for op in "+-*/%<>=") + 1
+    if terms > MAX_FORMULA_TERMS:
+        raise FilterError(path, f"formula with more than {MAX_FORMULA_TERMS} terms")
+
+
 def _formula(
     compiler: Compiler,
     trait: TraitDef,
@@ -332,6 +353,7 @@ def _formula(
 
     expr_path = join_path(path, "expression")
     text = _get(config, "expression", path=path, kind=str)
+    _check_formula_size(text, path=expr_path)
     try:
         parsed = sqlglot.parse_one(text)
     except SqlglotError:

@@ -32,6 +32,7 @@ SQL_TYPES = {
     B: ("BOOLEAN", "BOOLEAN"),
     TS: ("TIMESTAMP", "TIMESTAMP"),
     "double": ("DOUBLE", "DOUBLE PRECISION"),
+    "decimal": ("DECIMAL(18,2)", "NUMERIC(18,2)"),
 }
 
 
@@ -42,7 +43,7 @@ class TableSpec:
 
     def column_type(self, name: str) -> ColumnType:
         kind = dict(self.columns)[name]
-        return N if kind == "double" else kind
+        return N if kind in ("double", "decimal") else kind
 
 
 TABLES = {
@@ -60,6 +61,7 @@ TABLES = {
                 ("signup_at", TS),
                 ("country", T),
                 ("account_id", N),
+                ("balance", "decimal"),
             ),
         ),
         TableSpec(
@@ -111,7 +113,11 @@ def _model(name: str, *, prefix: str = "") -> ModelDef:
         name=name,
         entity_type=ENTITY.get(name, EntityType.RELATED),
         primary_key=PKS[name],
-        columns={c: Column(c, spec.column_type(c)) for c, _ in spec.columns},
+        # The DuckDB spelling, as the catalog stores it: it gives number columns their range.
+        columns={
+            c: Column(c, spec.column_type(c), warehouse_type=SQL_TYPES[kind][0])
+            for c, kind in spec.columns
+        },
         table=f"{prefix}{name}",
         timestamp_column={"events": "occurred_at", "orders": "created_at"}.get(name),
     )

@@ -1,15 +1,19 @@
 """Differential property test: compiled SQL on DuckDB and PostgreSQL vs the reference.
 
 Each hypothesis example is one random dataset (with NULLs, dangling and NULL foreign keys,
-boundary timestamps) and a batch of random trees over every condition type. The dataset is
-loaded once per example into both engines; every tree's member set must equal the pure
-Python evaluator's.
+boundary timestamps, DECIMAL and BIGINT edge values) and a batch of random trees over every
+condition type, numbers past the column types' ranges included. Part of each batch is drawn
+from `negated_mix`: `not` over and/or groups that mix property conditions with relation,
+event, trait and audience conditions, where PostgreSQL's NOT EXISTS rewrite once dropped a
+conjunct. The dataset is loaded once per example into both engines; every tree's member set
+must equal the pure Python evaluator's.
 """
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -18,13 +22,42 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composable_dagster.filters import compile_count, compile_members
+from composable_dagster.filters import AudienceDef, compile_count, compile_members
 from tests.filters.filters_catalog import NOW, TABLES, load_duckdb, load_postgres, make_schema
 from tests.filters.filters_reference import Reference
 
-SCHEMA = make_schema()
+
+def _audience(audience_id: str, tree: dict[str, Any]) -> AudienceDef:
+    return AudienceDef(audience_id, audience_id, "customers", tree)
+
+
+def _condition(**kw: Any) -> dict[str, Any]:
+    return {"type": "condition", **kw}
+
+
+# Audiences shaped and(A, condition) with A one conjunct: `is_not_member` of them once lost A.
+MIXED_AUDIENCES = {
+    a.id: a
+    for a in (
+        _audience("nameless_buyers", {"type": "and", "children": [
+            _condition(condition_type="property", column="name", operator="is_null"),
+            _condition(condition_type="relation", relationship_id="orders")]}),
+        _audience("buyers_with_events", {"type": "and", "children": [
+            _condition(condition_type="relation", relationship_id="orders"),
+            _condition(condition_type="event", relationship_id="events")]}),
+        _audience("first_or_counted", {"type": "and", "children": [
+            _condition(condition_type="property", column="id", operator="equals", value=1),
+            _condition(condition_type="trait", trait_id="order_count", operator="less_than",
+                       value=2)]}),
+    )
+}  # fmt: skip
+SCHEMA = make_schema(extra_audiences=MIXED_AUDIENCES)
+AUDIENCE_IDS = ["adults", "adult_buyers", "not_vip", *MIXED_AUDIENCES]
 SQL_TRAITS = {"age_next": lambda r: None if r["age"] is None else r["age"] + 1}
 TREES_PER_DATASET = 10
+MIXED_PER_DATASET = 2  # of TREES_PER_DATASET, from `negated_mix`
+# Numbers past BIGINT, DECIMAL(18,2) and REAL ranges (the catalog gives each column its type).
+_HUGE = [10**40, 1e40, -(10**40), 2**63, -(2**63) - 1, 10**16]
 
 # -- datasets ------------------------------------------------------------------------------
 
@@ -63,6 +96,16 @@ def make_dataset(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
             "signup_at": pick(_TIMES),
             "country": pick(["DE", "FR", "US", None]),
             "account_id": pick([None, 1, 2, 3]),
+            "balance": pick(
+                [
+                    None,
+                    Decimal("0.00"),
+                    Decimal("12.50"),
+                    Decimal("-5.25"),
+                    Decimal("9999999999999999.99"),
+                    Decimal("-9999999999999999.99"),
+                ]
+            ),
         }
         for i in ids
     ]
@@ -176,9 +219,10 @@ PROPS: dict[str, dict[str, tuple[str, list[Any]]]] = {
         "name": ("text", ["ann", "Ann", "a", "%", "_", "x_y", "al%ce", "n"]),
         "email": ("text", ["@gmail.com", "a@gmail.com", "%", "GMAIL", "c@", "org"]),
         "country": ("text", ["DE", "US", "FR", "X"]),
-        "age": ("num", [30, 18, 25, 41, 65, 20, 50.5]),
-        "ltv": ("num", [10.5, 0, 99.9, 50, 1000]),
+        "age": ("num", [30, 18, 25, 41, 65, 20, 50.5, *_HUGE]),
+        "ltv": ("num", [10.5, 0, 99.9, 50, 1000, *_HUGE]),
         "account_id": ("num", [1, 2, 3, 0]),
+        "balance": ("num", [12.5, 0, -5.25, 9999999999999999.99, *_HUGE]),
         "vip": ("bool", [True, False]),
         "signup_at": ("ts", _TS_VALUES),
     },
@@ -201,7 +245,7 @@ _COUNT_VALUES = [1, 0, 2, 3, 10, 50, 100, 2.5]
 _STR_TRAIT = ["books", "games", "view", "click", "o"]
 TRAIT_KINDS = {
     "order_count": ("num", _COUNT_VALUES),
-    "total_spend": ("num", [50, 10, 0, 100, 260]),
+    "total_spend": ("num", [50, 10, 0, 100, 260, *_HUGE]),
     "avg_amount": ("num", [10, 5, 27.5, 50, 100]),
     "max_amount": ("num", [50, 10, 200]),
     "first_order_at": ("ts", _TS_VALUES),
@@ -272,9 +316,10 @@ def counts(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
-def leaf(model: str, depth: int) -> st.SearchStrategy[dict[str, Any]]:
-    options = [
-        st.sampled_from(sorted(PROPS[model].items())).flatmap(
+def leaf_kinds(model: str, depth: int) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
+    """One strategy per condition type that applies on `model`."""
+    kinds = {
+        "property": st.sampled_from(sorted(PROPS[model].items())).flatmap(
             lambda ck: comparison(ck[1]).map(
                 lambda c, col=ck[0]: {
                     "type": "condition",
@@ -284,35 +329,40 @@ def leaf(model: str, depth: int) -> st.SearchStrategy[dict[str, Any]]:
                 }
             )
         )
-    ]
+    }
     if model == "customers":
-        options.append(
-            st.sampled_from(sorted(TRAIT_KINDS.items())).flatmap(
-                lambda tk: comparison(tk[1]).map(
-                    lambda c, tid=tk[0]: {
-                        "type": "condition",
-                        "condition_type": "trait",
-                        "trait_id": tid,
-                        **c,
-                    }
-                )
+        kinds["trait"] = st.sampled_from(sorted(TRAIT_KINDS.items())).flatmap(
+            lambda tk: comparison(tk[1]).map(
+                lambda c, tid=tk[0]: {
+                    "type": "condition",
+                    "condition_type": "trait",
+                    "trait_id": tid,
+                    **c,
+                }
             )
         )
-        options.append(
-            st.builds(
-                lambda a, op: {
-                    "type": "condition",
-                    "condition_type": "audience",
-                    "audience_id": a,
-                    "operator": op,
-                },
-                st.sampled_from(["adults", "adult_buyers", "not_vip"]),
-                st.sampled_from(["is_member", "is_not_member"]),
-            )
+        kinds["audience"] = st.builds(
+            lambda a, op: {
+                "type": "condition",
+                "condition_type": "audience",
+                "audience_id": a,
+                "operator": op,
+            },
+            st.sampled_from(AUDIENCE_IDS),
+            st.sampled_from(["is_member", "is_not_member"]),
         )
     if model in RELATIONS:
-        relation = st.sampled_from(RELATIONS[model]).flatmap(lambda r: related(*r, depth=depth))
-        options += [relation, relation, options[0]]  # weights: relations and properties first
+        kinds["relation"] = st.sampled_from(RELATIONS[model]).flatmap(
+            lambda r: related(*r, depth=depth)
+        )
+    return kinds
+
+
+def leaf(model: str, depth: int) -> st.SearchStrategy[dict[str, Any]]:
+    kinds = leaf_kinds(model, depth)
+    options = list(kinds.values())
+    if "relation" in kinds:  # weights: relations and properties first
+        options += [kinds["relation"], kinds["property"]]
     return st.one_of(options)
 
 
@@ -347,6 +397,54 @@ def tree(model: str, depth: int) -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(leaf(model, depth), groups)
 
 
+def one_conjunct_property() -> st.SearchStrategy[dict[str, Any]]:
+    """A customers property condition that stays one conjunct under `not`: a null check
+    (never NULL itself) or a comparison on the primary key (known non-NULL)."""
+    null_check = st.builds(
+        lambda column, op: {"type": "condition", "condition_type": "property",
+                            "column": column, "operator": op},
+        st.sampled_from(sorted(PROPS["customers"])),
+        st.sampled_from(["is_null", "is_not_null"]),
+    )  # fmt: skip
+    on_key = comparison(("num", [1, 2, 3, 0])).map(
+        lambda c: {"type": "condition", "condition_type": "property", "column": "id", **c}
+    )
+    return st.one_of(null_check, on_key)
+
+
+def set_condition() -> st.SearchStrategy[dict[str, Any]]:
+    """A relation, event, trait or audience condition on customers."""
+    kinds = leaf_kinds("customers", 1)
+    return st.one_of(kinds["relation"], kinds["trait"], kinds["audience"])
+
+
+@st.composite
+def negated_mix(draw: st.DrawFn) -> dict[str, Any]:
+    """`not(and|or(...))` mixing property and set conditions, or `is_not_member` of an
+    audience of that shape, at the root or as a top-level conjunct: where PostgreSQL's
+    WHERE conjuncts are rewritten to NOT EXISTS."""
+    shape = draw(st.sampled_from(["not", "not_conjunct", "member", "member_conjunct"]))
+    if shape.startswith("member"):
+        audience_id = draw(st.sampled_from(sorted(MIXED_AUDIENCES)))
+        negated = _condition(
+            condition_type="audience", audience_id=audience_id, operator="is_not_member"
+        )
+    else:
+        children = [
+            draw(set_condition()),
+            draw(st.one_of(one_conjunct_property(), leaf("customers", 0))),
+        ]
+        if draw(st.booleans()):
+            children.append(draw(st.one_of(set_condition(), one_conjunct_property())))
+        group = {"type": draw(st.sampled_from(["and", "and", "or"])), "children": children}
+        group["children"] = draw(st.permutations(children))
+        negated = {"type": "not", "children": [group]}
+    if shape.endswith("conjunct"):
+        other = draw(st.one_of(one_conjunct_property(), leaf("customers", 0)))
+        return {"type": "and", "children": draw(st.permutations([negated, other]))}
+    return negated
+
+
 # -- the test ------------------------------------------------------------------------------
 
 
@@ -371,9 +469,17 @@ def pg_conn(pg_url: str):
 )
 @given(
     seed=st.integers(0, 2**32 - 1),
-    trees=st.lists(tree("customers", 3), min_size=TREES_PER_DATASET, max_size=TREES_PER_DATASET),
+    random_trees=st.lists(
+        tree("customers", 3),
+        min_size=TREES_PER_DATASET - MIXED_PER_DATASET,
+        max_size=TREES_PER_DATASET - MIXED_PER_DATASET,
+    ),
+    mixed_trees=st.lists(negated_mix(), min_size=MIXED_PER_DATASET, max_size=MIXED_PER_DATASET),
 )
-def test_compiled_sql_matches_reference(pg_conn: Any, seed: int, trees: list) -> None:
+def test_compiled_sql_matches_reference(
+    pg_conn: Any, seed: int, random_trees: list, mixed_trees: list
+) -> None:
+    trees = random_trees + mixed_trees
     data = make_dataset(random.Random(seed))
     con = duckdb.connect()
     load_duckdb(con, data)

@@ -215,6 +215,13 @@ TRAIT_ERRORS = [
     (_trait(FORM, expression="order_count > 1"), "result_type", "boolean"),
     (_trait(FORM, expression="f1 + 1"), "config.expression", "formula cycle: f1 -> f2 -> f1"),
     (_trait(FORM, expression="t + 1"), "config.expression", "unknown trait slug"),
+    # Sizes a sqlglot parse would recurse on (RecursionError, a 500, before the bounds).
+    (_trait(FORM, expression="(" * 3000 + "order_count" + ")" * 3000), "config.expression",
+     "longer than 2000 characters"),
+    (_trait(FORM, expression="(" * 40 + "order_count" + ")" * 40), "config.expression",
+     "nested deeper than 32"),
+    (_trait(FORM, expression=" + ".join(["order_count"] * 100)), "config.expression",
+     "more than 64 terms"),
 ]  # fmt: skip
 
 
