@@ -14,31 +14,38 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
+    Description,
+    Identifier,
     Name,
     Spec,
+    SqlText,
     apply_changes,
     ensure_name_free,
     get_owned,
     list_owned,
 )
 from composable_dagster.catalog.tables import Audience, Model, Relationship, Trait
-from composable_dagster.errors import ConflictError, InvalidInputError, WarehouseError
+from composable_dagster.errors import ConflictError, InvalidInputError
 from composable_dagster.filters.schema import Column, ColumnType, EntityType
+from composable_dagster.filters.user_sql import table_reference
 
 
 class ColumnSource(Protocol):
+    """The warehouse as model discovery sees it. `describe_query` checks workspace SQL
+    (filters/user_sql.py: FilterError) and raises WarehouseRejectedError naming
+    `sql_query` when the warehouse refuses it; `dialect` picks the table-name rules."""
+
+    dialect: str
+
     def describe_table(self, *, schema: str | None, table: str) -> Sequence[Column]: ...
     def describe_query(self, sql: str) -> Sequence[Column]: ...
 
 
-Identifier = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
-
-
 class ModelCreate(Spec):
     name: Name
-    description: str = ""
+    description: Description = ""
     model_type: Literal["table", "sql"] | None = None
-    sql_query: str | None = None
+    sql_query: SqlText | None = None
     source_schema: Identifier | None = None
     source_table: Identifier | None = None
     selected_columns: list[Identifier] | None = None
@@ -46,14 +53,14 @@ class ModelCreate(Spec):
     primary_key_column: Identifier
     timestamp_column: Identifier | None = None
     column_config: dict[str, Any] = {}
-    source_id: str | None = None
+    source_id: str | None = pydantic.Field(default=None, max_length=36)  # its column
 
 
 class ModelUpdate(Spec):
     name: Name | None = None
-    description: str | None = None
+    description: Description | None = None
     model_type: Literal["table", "sql"] | None = None
-    sql_query: str | None = None
+    sql_query: SqlText | None = None
     source_schema: Identifier | None = None
     source_table: Identifier | None = None
     selected_columns: list[Identifier] | None = None
@@ -61,11 +68,11 @@ class ModelUpdate(Spec):
     primary_key_column: Identifier | None = None
     timestamp_column: Identifier | None = None
     column_config: dict[str, Any] | None = None
-    source_id: str | None = None
+    source_id: str | None = pydantic.Field(default=None, max_length=36)  # its column
 
 
 class ModelPreviewRequest(Spec):
-    sql_query: str | None = None
+    sql_query: SqlText | None = None
     source_schema: Identifier | None = None
     source_table: Identifier | None = None
     limit: int = pydantic.Field(default=100, ge=1, le=100)
@@ -191,15 +198,22 @@ def _resolve_model_type(row: Model, changes: dict[str, Any]) -> str:
 
 
 def _discover(row: Model, columns: ColumnSource) -> list[dict[str, Any]]:
+    # A refused query is a 400 (FilterError from the parser, WarehouseRejectedError from the
+    # warehouse); a warehouse that fails on its own stays a 502 (WarehouseError).
     if row.model_type == "sql":
         assert row.sql_query is not None
-        try:
-            found = list(columns.describe_query(row.sql_query))
-        except WarehouseError as err:
-            # The warehouse rejecting the user's query is a fault of the input, not a 5xx.
-            raise InvalidInputError("sql_query", str(err)) from err
+        found = list(columns.describe_query(row.sql_query))
     else:
         assert row.source_table is not None
+        # The names workspace SQL could not use are refused here too: the activation
+        # store's schema, system catalogs, a dotted name that would become more name parts.
+        table_reference(
+            row.source_table,
+            schema=row.source_schema,
+            dialect=columns.dialect,
+            table_field="source_table",
+            schema_field="source_schema",
+        )
         found = list(columns.describe_table(schema=row.source_schema, table=row.source_table))
         if not found:
             where = (

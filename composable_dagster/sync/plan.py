@@ -32,7 +32,7 @@ from sqlglot import exp
 
 from composable_dagster.errors import InvalidInputError
 from composable_dagster.filters import CatalogSchema, compile_trait_values
-from composable_dagster.filters.compile import count_star
+from composable_dagster.filters.compile import count_star, model_rows
 from composable_dagster.filters.schema import ModelDef
 from composable_dagster.warehouse.fingerprints import (
     change_kind,
@@ -439,6 +439,5 @@ def split_bucket(*, split_id: str, key: exp.Expression, dialect: str) -> exp.Exp
 
 
 def _model_source(model: ModelDef, dialect: str) -> exp.Expression:
-    if model.table is not None:
-        return exp.to_table(model.table, dialect=dialect)
-    return exp.paren(sqlglot.parse_one(model.sql or "", dialect=dialect))
+    # The compiler's own reading of a model, sandbox rules included (filters/user_sql.py).
+    return model_rows(model, dialect=dialect, path="parent_model_id")

@@ -4,7 +4,7 @@ from composable_dagster.warehouse.connection import (
     QueryResult,
     Warehouse,
     as_sequence,
-    parse_select,
+    json_value,
 )
 
-__all__ = ["QueryResult", "Warehouse", "as_sequence", "parse_select"]
+__all__ = ["QueryResult", "Warehouse", "as_sequence", "json_value"]

@@ -35,6 +35,7 @@ from composable_dagster.warehouse.fingerprints import (
     row_hash,
     single_row_hash,
 )
+from composable_dagster.warehouse.sandbox import enter_sandbox
 
 ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog after its stem
 ACTIVATION_SCHEMA = "composable_activation"
@@ -97,16 +98,20 @@ class ActivationStore:
         engine = sa.create_engine(self.url, poolclass=NullPool, connect_args={"config": config})
         attach = exp.Literal.string(str(self.warehouse.url.database)).sql(dialect="duckdb")
 
-        def _attach_warehouse(dbapi_connection: Any, _record: Any) -> None:
+        def _attach_warehouse(dbapi_connection: Any) -> None:
             # The compiled SQL names warehouse tables as schema.table: make the read-only
             # warehouse the default catalog, and qualify our own tables explicitly.
-            dbapi_connection.execute("SET enable_progress_bar = false")  # no terminal output
             dbapi_connection.execute(
                 f"ATTACH IF NOT EXISTS {attach} AS {WAREHOUSE_ALIAS} (READ_ONLY)"
             )
             dbapi_connection.execute(f"USE {WAREHOUSE_ALIAS}")
 
-        sa.event.listen(engine, "connect", _attach_warehouse)
+        def _sandboxed(dbapi_connection: Any, _record: Any) -> None:
+            # Run workers execute audience SQL (model SQL, `sql` traits) here: the warehouse
+            # is attached first, while the sandbox still lets the instance open files.
+            enter_sandbox(dbapi_connection, before_lock=_attach_warehouse)
+
+        sa.event.listen(engine, "connect", _sandboxed)
         return engine
 
     @contextmanager

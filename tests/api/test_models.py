@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
+from composable_dagster.errors import WarehouseRejectedError
+from composable_dagster.settings import Settings
+from composable_dagster.warehouse import Warehouse
 
 from .conftest import Tenant, create_demo_models
 
@@ -185,6 +192,107 @@ def test_preview_table_and_query(client: TestClient, tenant: Tenant) -> None:
         headers=tenant.headers,
     )
     assert too_many.status_code == 400 and too_many.json()["error"].startswith("limit:")
+
+
+@pytest.mark.parametrize(
+    ("body", "error_start"),
+    [
+        # The tokenizer's error (an unterminated quote) was a 500.
+        ({"sql_query": "SELECT 'abc"}, "sql_query: not valid SQL: Error tokenizing"),
+        ({"sql_query": "SELECT * FROM analytics.missing"},
+         "sql_query: Catalog Error: Table with name missing does not exist"),
+        ({"source_schema": "analytics", "source_table": "missing"},
+         "source_table: Catalog Error: Table with name missing does not exist"),
+        ({"sql_query": "SELECT 'x'::INTEGER AS n"}, "sql_query: Conversion Error"),
+        ({"sql_query": "SELECT 1e400::INTEGER AS n"}, "sql_query: Conversion Error"),
+        ({"sql_query": f"SELECT {'9' * 400}::BIGINT AS n"}, "sql_query: Conversion Error"),
+        ({"sql_query": "SELECT 2147483647::INTEGER + 1::INTEGER AS n"},
+         "sql_query: Out of Range Error"),
+    ],
+)  # fmt: skip
+def test_preview_the_warehouse_refuses_is_400_naming_the_field(
+    client: TestClient, tenant: Tenant, body: dict, error_start: str
+) -> None:
+    """These were 502s: the query is at fault, not the warehouse."""
+    response = client.post(tenant.url("/models/preview"), json=body, headers=tenant.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(error_start), response.json()
+
+
+def test_a_lone_surrogate_is_400(client: TestClient, tenant: Tenant, settings: Settings) -> None:
+    # JSON can spell a string that is not Unicode: the body parser refuses it, and should
+    # one reach the warehouse (SQL stored by other means), the driver's refusal is a 400.
+    response = client.post(
+        tenant.url("/models/preview"),
+        content='{"sql_query": "SELECT \'\\ud800\' AS s"}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("sql_query: ")
+    warehouse = Warehouse(settings.resolved_warehouse_url).for_field("sql_query")
+    with pytest.raises(WarehouseRejectedError, match=r"sql_query: .*surrogate"):
+        warehouse.fetch("SELECT '\ud800' AS s")
+
+
+def test_preview_values_are_json_safe(client: TestClient, tenant: Tenant) -> None:
+    """Bytes, non-finite floats, decimals, intervals and nested values all reach JSON."""
+    sql = (
+        r"SELECT '\xFF\x00abc'::BLOB AS blob, 1e400 AS inf, -1e400 AS ninf, "
+        "'nan'::DOUBLE AS nan, 1.50::DECIMAL(10, 2) AS dec, "
+        "INTERVAL 1 DAY + INTERVAL 2 HOUR AS span, "
+        "'5e1f0000-0000-4000-8000-000000000001'::UUID AS id, DATE '2024-01-02' AS day, "
+        "TIME '10:30:00' AS clock, TIMESTAMP '2024-01-02 10:30:00' AS at, "
+        "[1.5, 'inf'::DOUBLE] AS list, {'b': 'abc'::BLOB, 'n': NULL} AS struct, "
+        "MAP {1: 'one'} AS map, 123456789012345678901234567890::HUGEINT AS huge"
+    )
+    response = client.post(
+        tenant.url("/models/preview"), json={"sql_query": sql}, headers=tenant.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{
+        "blob": "/wBhYmM=", "inf": "Infinity", "ninf": "-Infinity", "nan": "NaN",
+        "dec": "1.50", "span": "P1DT7200S", "id": "5e1f0000-0000-4000-8000-000000000001",
+        "day": "2024-01-02", "clock": "10:30:00", "at": "2024-01-02T10:30:00",
+        "list": [1.5, "Infinity"], "struct": {"b": "YWJj", "n": None}, "map": {"1": "one"},
+        "huge": 123456789012345678901234567890,
+    }]  # fmt: skip
+
+
+def test_audience_queries_the_warehouse_refuses_are_400_a_broken_warehouse_502(
+    client: TestClient, tenant: Tenant, settings: Settings
+) -> None:
+    # Columns are described without running the query: the bad cast shows when it runs.
+    model = client.post(
+        tenant.url("/models"),
+        json={"name": "coded", "primary_key_column": "customer_id",
+              "sql_query": "SELECT customer_id, CAST(country AS INTEGER) AS code "
+                           "FROM analytics.customers"},
+        headers=tenant.headers,
+    ).json()  # fmt: skip
+    tree = {"type": "and", "children": [{"type": "condition", "condition_type": "property",
+                                         "column": "code", "operator": "greater_than",
+                                         "value": 1}]}  # fmt: skip
+    audience = client.post(
+        tenant.url("/audiences"),
+        json={"name": "coded", "parent_model_id": model["id"], "filter_tree": tree},
+        headers=tenant.headers,
+    ).json()
+    calls = [
+        ("POST", f"/audiences/{audience['id']}/estimate", None),
+        ("GET", f"/audiences/{audience['id']}/preview", None),
+        ("POST", f"/audiences/{audience['id']}/explain", None),
+        ("POST", f"/models/{model['id']}/estimate-filter", {"filter_tree": tree}),
+    ]
+    for method, path, body in calls:
+        response = client.request(method, tenant.url(path), json=body, headers=tenant.headers)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"].startswith("filter_tree: Conversion Error"), path
+    # The warehouse itself failing (not a database file any more) stays a 502.
+    Path(sa.make_url(settings.resolved_warehouse_url).database).write_bytes(b"garbage" * 1000)
+    for method, path, body in calls:
+        response = client.request(method, tenant.url(path), json=body, headers=tenant.headers)
+        assert response.status_code == 502, (path, response.text)
+        assert response.json()["error"].startswith("warehouse: IO Error"), path
 
 
 def test_delete_guard_and_delete(client: TestClient, tenant: Tenant) -> None:

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from composable_dagster.settings import Settings
 from composable_dagster.warehouse import Warehouse
 
 from .conftest import Tenant
@@ -96,8 +97,10 @@ def warehouse_url(pg_url: str) -> Iterator[str]:
             conn.execute(_insert(table, rows), list(rows))
     engine.dispose()
     yield pg_url
-    # The API's engine is cached per URL; close its pooled connections before the DROP.
-    Warehouse(pg_url).engine.dispose()
+    # The API's engine is cached per URL (and timeout); close its pooled connections before
+    # the DROP.
+    timeout = Settings.model_fields["sql_timeout_seconds"].default
+    Warehouse(pg_url, sql_timeout_seconds=timeout).engine.dispose()
 
 
 def P(column: str, operator: str, value: Any = None, value2: Any = None) -> dict:

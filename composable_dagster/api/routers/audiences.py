@@ -31,6 +31,9 @@ from composable_dagster.warehouse.audiences import (
 )
 
 router = APIRouter(prefix="/api/v1/workspaces/{id}", tags=["audiences"])
+# The warehouse refusing a compiled tree (a bad cast in a stored model's SQL, a value out of
+# range) is a 400 about the tree; the warehouse being down stays a 502.
+TREE_FIELD = "filter_tree"
 
 
 class EstimateFilterRequest(Spec):
@@ -129,7 +132,7 @@ def estimate_audience(
     row = _valid_audience(session, caller, aud_id)
     now = _now()
     estimate = estimate_members(
-        warehouse,
+        warehouse.for_field(TREE_FIELD),
         tree=row.filter_tree,
         parent_model_id=row.parent_model_id,
         schema=load_schema(session, workspace_id=caller.workspace_id),
@@ -152,7 +155,7 @@ def preview_audience(
     """Up to 100 members: primary key, a few attributes, and the traits the tree uses."""
     row = _valid_audience(session, caller, aud_id)
     result = preview_members(
-        warehouse,
+        warehouse.for_field(TREE_FIELD),
         tree=row.filter_tree,
         parent_model_id=row.parent_model_id,
         schema=load_schema(session, workspace_id=caller.workspace_id),
@@ -167,7 +170,7 @@ def preview_audience(
             {"name": c.name, "type": c.warehouse_type, "nullable": nullable.get(c.name, True)}
             for c in result.columns
         ],
-        rows=list(result.rows),
+        rows=result.json_rows(),
     )
 
 
@@ -180,7 +183,7 @@ def explain_audience(
     schema = load_schema(session, workspace_id=caller.workspace_id)
     now = _now()
     nodes = explain_tree(
-        warehouse,
+        warehouse.for_field(TREE_FIELD),
         tree=row.filter_tree,
         parent_model_id=row.parent_model_id,
         schema=schema,
@@ -221,7 +224,7 @@ def estimate_filter(
     """Count an ad-hoc tree on a parent model (the builder UI calls it on every edit)."""
     get_owned(session, Model, workspace_id=caller.workspace_id, row_id=model_id)
     estimate = estimate_members(
-        warehouse,
+        warehouse.for_field(TREE_FIELD),
         tree=body.filter_tree,
         parent_model_id=model_id,
         schema=load_schema(session, workspace_id=caller.workspace_id),

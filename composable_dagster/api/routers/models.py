@@ -11,7 +11,7 @@ from composable_dagster.catalog import models as service
 from composable_dagster.catalog.common import get_owned
 from composable_dagster.catalog.tables import Model
 from composable_dagster.errors import InvalidInputError
-from composable_dagster.warehouse import parse_select
+from composable_dagster.filters.user_sql import parse_select, table_reference
 
 router = APIRouter(prefix="/api/v1/workspaces/{id}/models", tags=["models"])
 
@@ -39,22 +39,33 @@ def create_model(
 def preview_model(
     body: service.ModelPreviewRequest, caller: CallerDep, warehouse: WarehouseDep
 ) -> RowsPreview:
-    """Run a model's query (or read a table) with a LIMIT of at most 100 rows."""
+    """Run a model's query (or read a table) with a LIMIT of at most 100 rows.
+
+    The SQL is checked as model SQL is (what it may reach: docs/api.md, "Security model");
+    values are in JSON form (BLOBs as base64, NaN as text: `json_value`)."""
     if body.sql_query:
+        field = "sql_query"
         source: exp.Expression = parse_select(
-            body.sql_query, dialect=warehouse.dialect, field="sql_query"
+            body.sql_query, dialect=warehouse.dialect, field=field
         ).subquery("model")
     elif body.source_table:
-        source = exp.table_(body.source_table, db=body.source_schema, quoted=True)
+        field = "source_table"
+        source = table_reference(
+            body.source_table,
+            schema=body.source_schema,
+            dialect=warehouse.dialect,
+            table_field=field,
+            schema_field="source_schema",
+        )
     else:
         raise InvalidInputError("sql_query", "give sql_query, or source_schema and source_table")
-    result = warehouse.fetch(exp.select("*").from_(source).limit(body.limit))
+    result = warehouse.for_field(field).fetch(exp.select("*").from_(source).limit(body.limit))
     return RowsPreview(
         columns=[
             {"name": c.name, "type": c.warehouse_type, "nullable": c.nullable}
             for c in result.columns
         ],
-        rows=list(result.rows),
+        rows=result.json_rows(),
     )
 
 
