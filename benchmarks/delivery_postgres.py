@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import duckdb
 import psycopg
@@ -35,7 +37,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
-from composable_dagster.destinations.base import Operation, RecordBatch, SyncContext, SyncMode
+from composable_dagster.destinations.base import (
+    DestinationScope,
+    Operation,
+    RecordBatch,
+    SyncContext,
+    SyncMode,
+)
 from composable_dagster.destinations.postgres import PostgresDestination
 
 
@@ -56,7 +64,9 @@ def generate(rows: int) -> pa.Table:
 def deliver_all(url: str, data: pa.Table, *, table: str, operation: Operation) -> float:
     """Seconds to deliver `data` as `operation` batches through one connector run."""
     destination = PostgresDestination()
-    config = destination.parse_config({"url": url, "table": table})
+    # A network database: the scope (where local files may go) does not come into it.
+    scope = DestinationScope(export_root=Path(tempfile.gettempdir()), workspace_slug="bench")
+    config = destination.parse_config({"url": url, "table": table}, scope=scope)
     context = SyncContext(sync_id="bench", run_id=uuid.uuid4().hex, mode=SyncMode.UPSERT)
     size = destination.batch_size(config)
     keys = data.column("entity_key").to_pylist()

@@ -38,7 +38,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from composable_dagster.destinations import destination_type
+from composable_dagster.destinations import DestinationScope, destination_type
 from composable_dagster.filters import compile_members
 from composable_dagster.filters.schema import (
     AudienceDef,
@@ -104,11 +104,14 @@ def materialize(
 
 
 def job(out: Path, *, sync_id: str = "bench-sync", mode: SyncMode = SyncMode.UPSERT) -> SyncJob:
+    """A file sync writing into `out` (a directory named `out`: the export directory of a
+    workspace called so, under its parent)."""
     kind = destination_type("file")
+    scope = DestinationScope(export_root=out.parent, workspace_slug=out.name)
     return SyncJob(
         sync_id=sync_id, audience_id="aud", mode=mode, fields=FIELDS,
         parent=PARENT, schema=SCHEMA, destination=kind,
-        destination_config=kind.parse_config({"path": str(out), "format": "csv"}),
+        destination_config=kind.parse_config({"path": ".", "format": "csv"}, scope=scope),
         safety=SafetyConfig(max_remove_share=1.0),
     )  # fmt: skip
 

@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--name", default="cli")
     create_key.set_defaults(run=_create_key)
 
+    secrets = commands.add_parser("secrets", help="destination secrets").add_subparsers(
+        title="secrets commands"
+    )
+    rotate = secrets.add_parser(
+        "rotate",
+        help="re-encrypt every stored secret with the first key of COMPOSABLE_SECRET_KEY "
+        "(set it to 'new,old' first; drop the old key afterwards)",
+    )
+    rotate.set_defaults(run=_rotate_secrets)
+
     spaces = commands.add_parser("workspaces", help="workspaces").add_subparsers(title="commands")
     create_ws = spaces.add_parser("create", help="create a workspace and its first API key")
     create_ws.add_argument("name")
@@ -69,18 +79,28 @@ def _print_json(payload: object) -> None:
     print(json.dumps(payload, indent=2))
 
 
+def _upgrade(settings: Settings) -> None:
+    """Migrate the catalog; the secret key (created when missing) encrypts old secrets."""
+    from composable_dagster.catalog.db import upgrade_catalog
+    from composable_dagster.catalog.secret_box import secret_box_for
+
+    upgrade_catalog(settings.resolved_catalog_url, secret_box=secret_box_for(settings))
+
+
 def _init(args: argparse.Namespace, settings: Settings) -> int:
-    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+    from composable_dagster.catalog.db import catalog_session
 
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_catalog(settings.resolved_catalog_url)
+    _upgrade(settings)
     if not args.demo:
         _print_json({"catalog_url": settings.resolved_catalog_url})
         return 0
 
     from composable_dagster.catalog import workspaces
+    from composable_dagster.catalog.secret_box import secret_box_for
     from composable_dagster.demo.dbt_build import build_demo_warehouse, dbt_state_dir
     from composable_dagster.demo.workspace import ensure_demo_workspace
+    from composable_dagster.private_files import write_private_file
     from composable_dagster.warehouse import Warehouse
 
     warehouse = Warehouse(settings.resolved_warehouse_url, read_only=False)
@@ -93,7 +113,7 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
     key_file = settings.home_dir / "demo_api_key"
     with catalog_session(settings.resolved_catalog_url) as session:
         demo = ensure_demo_workspace(
-            session, columns=warehouse, export_dir=settings.home_dir / "exports"
+            session, columns=warehouse, settings=settings, box=secret_box_for(settings)
         )
         raw_key = key_file.read_text().strip() if key_file.exists() else ""
         stored = workspaces.find_active_key(session, raw_key) if raw_key else None
@@ -106,8 +126,7 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
             )
             raw_key = issued.raw_key
             # The demo key is kept (owner-only) so that re-running init prints the same one.
-            key_file.write_text(raw_key)
-            key_file.chmod(0o600)
+            write_private_file(key_file, raw_key)
         _print_json(
             {
                 "workspace_id": demo.workspace.id,
@@ -124,10 +143,10 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 
 def _create_key(args: argparse.Namespace, settings: Settings) -> int:
     from composable_dagster.catalog import workspaces
-    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+    from composable_dagster.catalog.db import catalog_session
     from composable_dagster.catalog.tables import Workspace
 
-    upgrade_catalog(settings.resolved_catalog_url)
+    _upgrade(settings)
     with catalog_session(settings.resolved_catalog_url) as session:
         workspace = session.get(Workspace, args.workspace) or workspaces.workspace_by_slug(
             session, args.workspace
@@ -145,12 +164,29 @@ def _create_key(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rotate_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    from composable_dagster.catalog.db import catalog_session
+    from composable_dagster.catalog.destinations import rotate_secrets
+    from composable_dagster.catalog.secret_box import secret_box_for
+    from composable_dagster.errors import DomainError
+
+    try:
+        _upgrade(settings)
+        with catalog_session(settings.resolved_catalog_url) as session:
+            rotated = rotate_secrets(session, box=secret_box_for(settings))
+    except DomainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    _print_json({"destinations_reencrypted": rotated})
+    return 0
+
+
 def _create_workspace(args: argparse.Namespace, settings: Settings) -> int:
     from composable_dagster.catalog import workspaces
-    from composable_dagster.catalog.db import catalog_session, upgrade_catalog
-    from composable_dagster.errors import ConflictError
+    from composable_dagster.catalog.db import catalog_session
+    from composable_dagster.errors import DomainError
 
-    upgrade_catalog(settings.resolved_catalog_url)
+    _upgrade(settings)
     try:
         with catalog_session(settings.resolved_catalog_url) as session:
             workspace = workspaces.create_workspace(session, name=args.name, slug=args.slug)
@@ -163,7 +199,7 @@ def _create_workspace(args: argparse.Namespace, settings: Settings) -> int:
             _print_json(
                 {"workspace_id": workspace.id, "slug": workspace.slug, "api_key": issued.raw_key}
             )
-    except ConflictError as err:
+    except DomainError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

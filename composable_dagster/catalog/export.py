@@ -26,8 +26,11 @@ from composable_dagster.catalog.tables import (
     Workspace,
 )
 
-# Timestamps are left out: nothing built from the export depends on them.
-_SKIPPED = frozenset({"created_at", "updated_at", "estimated_at", "last_computed_at", "created_by"})
+# Timestamps are left out: nothing built from the export depends on them. Secrets are left
+# out because the export is stored with Dagster's runs: runs read them from the catalog.
+_SKIPPED = frozenset(
+    {"created_at", "updated_at", "estimated_at", "last_computed_at", "created_by", "secrets"}
+)
 _TABLES: Mapping[str, type[Base]] = {
     "workspaces": Workspace,
     "models": Model,

@@ -135,7 +135,10 @@ class Destination(_Status, _Timestamps, Base):
     connection_id: Mapped[str | None] = mapped_column(sa.String(36))
     name: Mapped[str] = mapped_column(sa.String(200))
     destination_type: Mapped[str] = mapped_column(sa.String(32))
+    # The config with every secret masked (what the API shows, what Dagster may see) ...
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # ... and its secrets, encrypted (catalog/secret_box.py); NULL when it has none.
+    secrets: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Audience(_Status, _Timestamps, Base):

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import Name, Spec, get_owned, list_owned, slugify
 from composable_dagster.catalog.tables import ApiKey, Workspace
-from composable_dagster.errors import ConflictError
+from composable_dagster.destinations.base import WORKSPACE_SLUG
+from composable_dagster.errors import ConflictError, InvalidInputError
 
 KEY_SCHEME = "cdk"
 
@@ -32,6 +33,10 @@ class IssuedKey:
 
 def create_workspace(session: Session, *, name: str, slug: str | None = None) -> Workspace:
     slug = slug or slugify(name)
+    if not WORKSPACE_SLUG.fullmatch(slug):
+        raise InvalidInputError(
+            "slug", f"{slug!r}: use 1-64 lower-case letters, digits, '_' or '-', not first"
+        )
     if session.scalar(sa.select(Workspace.id).where(Workspace.slug == slug)) is not None:
         raise ConflictError(f"slug: a workspace with slug {slug!r} already exists")
     workspace = Workspace(name=name, slug=slug)

@@ -5,7 +5,7 @@ the code location from loading: an invalid cron leaves its sync manual (the API 
 such crons anyway), and a tree that stopped compiling fails only its own materialization.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 import sqlglot
@@ -16,13 +16,13 @@ from composable_dagster.catalog.export import CatalogRows
 from composable_dagster.catalog.schema_view import schema_from_rows
 from composable_dagster.catalog.tables import Destination, Model, SplitGroup, Sync
 from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
-from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.defs.syncs import (
     SyncAssetSpec,
     build_sync_asset,
     build_sync_schedule,
 )
-from composable_dagster.destinations import destination_type
+from composable_dagster.destinations import DestinationScope, destination_type
 from composable_dagster.destinations.pii import HASHED_FIELDS
 from composable_dagster.errors import DomainError
 from composable_dagster.filters import (
@@ -53,6 +53,8 @@ def catalog_definitions(
     dialect: str,
     max_member_drop: float,
     activation: ActivationStoreResource,
+    catalog: CatalogResource,
+    destination_scope: Callable[[str], DestinationScope],
 ) -> dg.Definitions:
     """Assets, checks and schedules for every workspace in `rows`.
 
@@ -64,6 +66,8 @@ def catalog_definitions(
         max_member_drop: Largest share of members an audience may lose in one
             materialization before its blocking check stops its syncs.
         activation: Where the assets store memberships and snapshots.
+        catalog: The catalog as runs read it (destination secrets, decrypted at run time).
+        destination_scope: Where the destinations of the workspace with this slug may write.
     """
     assets: list[dg.AssetsDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
@@ -87,6 +91,7 @@ def catalog_definitions(
             sync.id: _sync_job(
                 sync, schema=schema, destination=destinations[sync.destination_id],
                 split_groups=rows.of_workspace(workspace.id, "split_groups"),
+                scope=destination_scope(workspace.slug),
             )
             for sync in syncs
         }  # fmt: skip
@@ -145,7 +150,11 @@ def catalog_definitions(
             assets.append(build_sync_asset(spec))
             if spec.schedule:
                 schedules.append(build_sync_schedule(spec))
-    return dg.Definitions(assets=assets, schedules=schedules, resources={"activation": activation})
+    return dg.Definitions(
+        assets=assets,
+        schedules=schedules,
+        resources={"activation": activation, "catalog": catalog},
+    )
 
 
 def _sync_job(
@@ -154,8 +163,13 @@ def _sync_job(
     schema: CatalogSchema,
     destination: Destination,
     split_groups: Sequence[SplitGroup],
+    scope: DestinationScope,
 ) -> tuple[SyncJob | None, str]:
-    """The sync's run, resolved; or None and the reason it cannot run as stored."""
+    """The sync's run, resolved; or None and the reason it cannot run as stored.
+
+    The destination config here is the public one (secrets masked, as the export carries
+    it): the sync asset replaces it with the stored config when its run starts.
+    """
     audience = schema.audiences[sync.audience_id]
     parent = schema.models[audience.parent_model_id]
     try:
@@ -179,7 +193,7 @@ def _sync_job(
             parent=parent,
             schema=schema,
             destination=kind,
-            destination_config=kind.parse_config(destination.config),
+            destination_config=kind.parse_config(destination.config, scope=scope),
             destination_id=destination.id,
             safety=SafetyConfig.from_config(sync.config),
             split=split,
@@ -214,7 +228,7 @@ def _model_assets(
     else:
         try:
             parsed = sqlglot.parse_one(model.sql_query or "", dialect="duckdb")
-        except sqlglot.errors.ParseError:
+        except sqlglot.errors.SqlglotError:  # tokenizer errors too: loading must not fail
             return []
         names = [(t.db or None, t.name) for t in parsed.find_all(exp.Table)]
     keys = []

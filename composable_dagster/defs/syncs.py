@@ -5,6 +5,7 @@ found by `composable/sync_id` like API-triggered ones, and the per-sync run-queu
 dagster.yaml keeps runs of one sync from overlapping.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.errors import DomainError
 from composable_dagster.sync.engine import SyncJob, SyncReport, SyncSafetyError, run_sync
 
@@ -69,14 +70,24 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
         tags={"composable/kind": "sync"},
     )
     def sync(
-        context: dg.AssetExecutionContext, activation: ActivationStoreResource
+        context: dg.AssetExecutionContext,
+        activation: ActivationStoreResource,
+        catalog: CatalogResource,
     ) -> dg.MaterializeResult:
         if spec.job is None:
             raise dg.Failure(description=f"sync cannot run: {spec.problem}")
         try:
+            # The definitions carry the destination with its secrets masked; the run reads
+            # the stored config, secrets decrypted, so none is ever in Dagster's storage.
+            kind, config = catalog.destination(
+                workspace_id=spec.workspace_id,
+                workspace_slug=spec.group_name,
+                destination_id=spec.job.destination_id,
+            )
+            job = dataclasses.replace(spec.job, destination=kind, destination_config=config)
             report = run_sync(
                 activation.store(),
-                spec.job,
+                job,
                 run_id=context.run_id,
                 now=datetime.now(UTC),
                 log=context.log.info,

@@ -6,14 +6,16 @@ warehouse. Built through the same catalog services as the API, and idempotent: w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog import destinations, models, relationships, traits, workspaces
 from composable_dagster.catalog.common import list_owned
+from composable_dagster.catalog.secret_box import SecretBox
 from composable_dagster.catalog.tables import Destination, Model, Relationship, Trait, Workspace
+from composable_dagster.destinations import DestinationScope
 from composable_dagster.filters.schema import Cardinality, EntityType, ResultType, TraitType
+from composable_dagster.settings import Settings
 
 DEMO_SLUG = "demo"
 
@@ -28,9 +30,15 @@ class DemoWorkspace:
 
 
 def ensure_demo_workspace(
-    session: Session, *, columns: models.ColumnSource, export_dir: Path, schema: str = "analytics"
+    session: Session,
+    *,
+    columns: models.ColumnSource,
+    settings: Settings,
+    box: SecretBox,
+    schema: str = "analytics",
 ) -> DemoWorkspace:
-    """Create (or complete) the demo workspace over the dbt models in `schema`."""
+    """Create (or complete) the demo workspace over the dbt models in `schema`; its file
+    destination writes into the workspace's export directory (`<export root>/demo/`)."""
     workspace = workspaces.workspace_by_slug(session, DEMO_SLUG) or workspaces.create_workspace(
         session, name="Demo", slug=DEMO_SLUG
     )
@@ -131,9 +139,11 @@ def ensure_demo_workspace(
             spec=destinations.DestinationCreate(
                 name="Demo CSV export",
                 destination_type="file",
-                config={"path": str(export_dir), "format": "csv"},
+                config={"path": ".", "format": "csv"},
             ),
             created_by=None,
+            scope=DestinationScope.for_workspace(settings, workspace.slug),
+            box=box,
         )
     return DemoWorkspace(
         workspace=workspace,

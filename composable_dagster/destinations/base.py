@@ -20,15 +20,19 @@ and the run then stops.
 from __future__ import annotations
 
 import enum
+import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pydantic
 
 from composable_dagster.errors import InvalidInputError
+from composable_dagster.settings import Settings
 
 
 class SyncMode(enum.StrEnum):
@@ -56,6 +60,65 @@ class Capabilities:
     # renamed into place): the engine commits its snapshot once, after `Connector.stage()`,
     # recording the returned token in the same transaction, and publishes afterwards.
     deferred_publish: bool = False
+
+
+# What a workspace slug may be: it names the workspace's export directory (and the first
+# part of its Dagster asset keys).
+WORKSPACE_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationScope:
+    """Where one workspace's destinations may write on this server.
+
+    Set by the operator (Settings: `COMPOSABLE_EXPORT_ROOT`, `COMPOSABLE_FILE_PROTOCOLS`),
+    never by a tenant: local files (and file databases such as SQLite) live under
+    `<export_root>/<workspace slug>/`, and fsspec URLs may use only `file_protocols`.
+    """
+
+    export_root: Path
+    workspace_slug: str
+    file_protocols: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_workspace(cls, settings: Settings, workspace_slug: str) -> DestinationScope:
+        """The scope the operator's settings give the workspace `workspace_slug`."""
+        return cls(
+            export_root=settings.resolved_export_root,
+            workspace_slug=workspace_slug,
+            file_protocols=settings.allowed_file_protocols,
+        )
+
+    @property
+    def export_dir(self) -> Path:
+        # Checked here, not at construction: a workspace with an odd slug (made before slugs
+        # were checked) can still load its definitions; it just cannot write local files.
+        if WORKSPACE_SLUG.fullmatch(self.workspace_slug) is None:
+            raise ValueError(f"workspace slug {self.workspace_slug!r} cannot name a directory")
+        return Path(os.path.realpath(self.export_root)) / self.workspace_slug
+
+    def confine(self, path: str) -> Path:
+        """`path` (relative to the export directory, or absolute) resolved, symlinks
+        included; ValueError when it leaves the workspace's export directory."""
+        export_dir = self.export_dir
+        resolved = Path(os.path.realpath(export_dir / Path(path).expanduser()))
+        if resolved.is_relative_to(export_dir):
+            return resolved
+        root = Path(os.path.realpath(self.export_root))
+        if resolved.is_relative_to(root) and resolved != root:
+            raise ValueError(f"{path!r} is in another workspace's export directory")
+        raise ValueError(
+            f"{path!r} is outside this workspace's export directory {export_dir} "
+            "(give a path relative to it)"
+        )
+
+
+def scope_of(info: pydantic.ValidationInfo) -> DestinationScope:
+    """The scope `DestinationType.parse_config` validates a config in."""
+    scope = (info.context or {}).get("scope")
+    if not isinstance(scope, DestinationScope):
+        raise TypeError("destination configs are validated with parse_config(raw, scope=...)")
+    return scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +214,29 @@ class DestinationType(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[pydantic.BaseModel]]
     capabilities: ClassVar[Capabilities]
+    # Where the config's secrets are (destinations/secrets.py): keys whose value is a secret
+    # ("signing_secret", or "headers.*" for every value of a mapping), and keys holding a URL
+    # whose password and secret query parameters are secrets.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    url_fields: ClassVar[tuple[str, ...]] = ()
 
-    def parse_config(self, raw: Mapping[str, Any]) -> pydantic.BaseModel:
-        """Validate `raw`; errors name the field as `config.<field>`."""
+    def parse_config(
+        self, raw: Mapping[str, Any], *, scope: DestinationScope
+    ) -> pydantic.BaseModel:
+        """Validate `raw` for a workspace's `scope`; errors name the field as `config.<field>`.
+
+        Paths are resolved in the scope (a local path comes back absolute, inside the
+        workspace's export directory), so a stored config always says where it writes.
+        """
         try:
-            return self.config_model.model_validate(dict(raw))
+            return self.config_model.model_validate(dict(raw), context={"scope": scope})
         except pydantic.ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             field = f"config.{where}" if where else "config"
-            raise InvalidInputError(field, first["msg"]) from err
+            # A validator's own message reads better without pydantic's "Value error, ".
+            cause = first.get("ctx", {}).get("error") if first["type"] == "value_error" else None
+            raise InvalidInputError(field, str(cause) if cause else first["msg"]) from err
 
     @abstractmethod
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:

@@ -11,8 +11,10 @@ never see a half-written file, and a file appears exactly once per committed run
 records the token with its snapshot, and re-publishing after a crash is a no-op once the move
 happened.
 
-`path` is either a plain local path or an fsspec URL (`file:///srv/out`, `s3://bucket/prefix`;
-any protocol fsspec knows, given its package, e.g. s3fs for `s3://`). A plain path gets the
+`path` is a local directory or an fsspec URL, validated in the workspace's
+`DestinationScope`: a local path (or a `file://` URL, which is one) is resolved inside the
+workspace's export directory and stored absolute; any other URL needs a protocol the
+operator allows (`s3://bucket/prefix`, given its package, e.g. s3fs). A plain path gets the
 strongest guarantees: the part is fsynced and renamed with `os.replace`, and the directory is
 fsynced. Through fsspec the part is written with one `open(..., "wb")`, which object stores
 commit whole on close, and published with `fs.mv` (a copy and a delete on object stores, so the
@@ -52,6 +54,7 @@ from composable_dagster.destinations.base import (
     RecordBatch,
     SyncContext,
     SyncMode,
+    scope_of,
 )
 from composable_dagster.errors import InvalidInputError
 
@@ -63,6 +66,8 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _CHAINED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
+# fsspec's names of the local filesystem: such URLs are local paths, confined like them.
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 def url_protocol(path: str) -> str | None:
@@ -75,7 +80,10 @@ class FileConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     path: str = pydantic.Field(
-        min_length=1, description="Directory, or fsspec URL of one, the files are written to"
+        min_length=1,
+        max_length=1_000,
+        description="Directory the files are written to: relative to the workspace's export "
+        "directory (or absolute inside it), or an fsspec URL of a protocol the operator allows",
     )
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     compression: Literal["none", "gzip"] = "none"
@@ -83,13 +91,25 @@ class FileConfig(pydantic.BaseModel):
 
     @pydantic.field_validator("path")
     @classmethod
-    def _known_protocol(cls, value: str) -> str:
-        # Only the filesystem class is looked up: instantiating some (sftp, ftp) connects.
+    def _confined(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        """A local path resolved inside the workspace's export directory; a URL only with a
+        protocol the operator allows. Only the filesystem class is looked up: instantiating
+        some (sftp, ftp) connects."""
+        scope = scope_of(info)
         if _CHAINED_URL.match(value):
             raise ValueError("chained fsspec URLs (`a::b://...`) are not supported")
         protocol = url_protocol(value)
+        if protocol in _LOCAL_PROTOCOLS:
+            value = fsspec.core.strip_protocol(value)
+            protocol = None
         if protocol is None:
-            return value
+            return os.fspath(scope.confine(value))
+        if protocol.lower() not in scope.file_protocols:
+            allowed = ", ".join(sorted(scope.file_protocols)) or "none"
+            raise ValueError(
+                f"protocol {protocol!r} is not enabled on this server (allowed: {allowed}; "
+                "the operator sets COMPOSABLE_FILE_PROTOCOLS); give a local path instead"
+            )
         if not value[len(protocol) + 3 :].strip("/"):
             raise ValueError(f"{value!r} names no bucket or directory")
         try:
@@ -431,6 +451,7 @@ def _with_key_and_operation(batch: RecordBatch) -> pa.Table:
 class FileDestination(DestinationType):
     name = "file"
     config_model = FileConfig
+    url_fields = ("path",)  # sftp://user:password@host/dir
     capabilities = Capabilities(
         modes=frozenset({SyncMode.ADD, SyncMode.UPSERT, SyncMode.MIRROR}),
         batch_size=100_000,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from composable_dagster.destinations.base import (
     RecordBatch,
     SyncContext,
     SyncMode,
+    scope_of,
 )
 from composable_dagster.destinations.retry import Backoff
 from composable_dagster.errors import InvalidInputError
@@ -60,6 +62,11 @@ TRANSIENT_RETRIES = 3
 # bisecting 50,000 rows one transaction each would take minutes; stop and fail the rest.
 MAX_CONSECUTIVE_ROW_FAILURES = 100
 _STAGING = "_composable_staging"
+# Backends whose "database" is a file on this server: confined to the export directory.
+_FILE_DATABASES = frozenset({"sqlite", "duckdb"})
+# A connection test gives up after this long, whatever the server does (no answer, a
+# firewall dropping packets, a lock).
+CHECK_TIMEOUT_SECONDS = 10
 
 
 class PostgresConfig(pydantic.BaseModel):
@@ -75,11 +82,28 @@ class PostgresConfig(pydantic.BaseModel):
 
     @pydantic.field_validator("url")
     @classmethod
-    def _parses(cls, value: str) -> str:
+    def _known_and_confined(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        """A URL of an installed SQLAlchemy dialect; a file database (SQLite, DuckDB) only
+        inside the workspace's export directory, like files."""
         try:
-            sa.make_url(value)
+            url = sa.make_url(value)
         except sa.exc.ArgumentError as err:
             raise ValueError("not a SQLAlchemy database URL") from err
+        try:
+            url.get_dialect()
+        except (sa.exc.NoSuchModuleError, ImportError) as err:
+            raise ValueError(
+                f"unknown database scheme {url.drivername!r} (e.g. postgresql://user:pass@host/db)"
+            ) from err
+        if url.get_backend_name() in _FILE_DATABASES and url.database not in (None, "", ":memory:"):
+            confined = os.fspath(scope_of(info).confine(url.database))
+            # The URL's own text with only the database path replaced, so the rest (a
+            # password in the query, say) stays byte for byte as entered.
+            head, question, query = value.partition("?")
+            at = head.rfind(url.database)
+            if at < 0:  # the path was percent-encoded: render the URL anew
+                return url.set(database=confined).render_as_string(hide_password=False)
+            return head[:at] + confined + head[at + len(url.database) :] + question + query
         return value
 
     @property
@@ -96,6 +120,18 @@ class PostgresConfig(pydantic.BaseModel):
         if url.drivername in {"postgresql", "postgres"}:
             url = url.set(drivername="postgresql+psycopg")
         return url
+
+    def engine(self, *, timeout_seconds: float | None = None) -> sa.Engine:
+        """An engine for the URL; on PostgreSQL, connecting and each statement give up after
+        `timeout_seconds` when it is given."""
+        url = self.engine_url()
+        if timeout_seconds is None or url.get_backend_name() != "postgresql":
+            return sa.create_engine(url)
+        connect_args = {
+            "connect_timeout": max(1, int(timeout_seconds)),
+            "options": f"-c statement_timeout={int(timeout_seconds * 1000)}",
+        }
+        return sa.create_engine(url, connect_args=connect_args)
 
     def describe(self) -> str:
         """How errors name the destination: no password, no query parameters."""
@@ -683,6 +719,7 @@ def _is_unique(table: sa.Table, key: str, engine: sa.Engine) -> bool:
 class PostgresDestination(DestinationType):
     name = "postgres"
     config_model = PostgresConfig
+    url_fields = ("url",)
     capabilities = Capabilities(modes=frozenset(SyncMode), batch_size=50_000)
 
     def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:
@@ -696,7 +733,7 @@ class PostgresDestination(DestinationType):
     def check_connection(self, config: pydantic.BaseModel) -> ConnectionCheck:
         """Connect, run `SELECT 1`, and on PostgreSQL check the privileges the sync needs."""
         assert isinstance(config, PostgresConfig)
-        engine = sa.create_engine(config.engine_url())
+        engine = config.engine(timeout_seconds=CHECK_TIMEOUT_SECONDS)
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))

@@ -33,6 +33,7 @@ import json
 import random
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -57,6 +58,7 @@ from composable_dagster.destinations.retry import Backoff
 SIGNATURE_HEADER = "X-Composable-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_RETRY_AFTER_SECONDS = 300.0
+CHECK_TIMEOUT_SECONDS = 10.0  # a connection test gives up after this long, whatever happens
 # Headers the connector owns; a configured value would break signing or de-duplication.
 _RESERVED_HEADERS = frozenset(
     h.lower()
@@ -123,6 +125,36 @@ def retry_after_seconds(value: str | None, *, now: dt.datetime) -> float | None:
             when = when.replace(tzinfo=dt.UTC)
         seconds = (when - now).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def _resolve(host: str, port: int, *, timeout: float) -> tuple[str, int]:
+    """The first address of `host`, or TimeoutError: getaddrinfo has no timeout of its own
+    (a resolver that never answers would hold the request for as long as it likes)."""
+    found: list[tuple[str, int]] = []
+    failure: list[OSError] = []
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found.append(infos[0][4][:2])
+        except OSError as err:
+            failure.append(err)
+
+    worker = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    worker.start()
+    worker.join(max(timeout, 0))
+    if failure:
+        raise failure[0]
+    if not found:
+        raise TimeoutError(f"resolving {host} took longer than {timeout:.0f} s")
+    return found[0]
 
 
 def _json_default(value: Any) -> Any:
@@ -237,6 +269,8 @@ class WebhookConnector(Connector):
 class WebhookDestination(DestinationType):
     name = "webhook"
     config_model = WebhookConfig
+    secret_fields = ("headers.*", "signing_secret")
+    url_fields = ("url",)  # https://user:password@host/hook?token=...
     capabilities = Capabilities(modes=frozenset(SyncMode), batch_size=500)
 
     def batch_size(self, config: pydantic.BaseModel) -> int:
@@ -258,10 +292,12 @@ class WebhookDestination(DestinationType):
         parts = urllib.parse.urlsplit(config.url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        timeout = min(config.timeout_seconds, 10.0)
+        deadline = time.monotonic() + min(config.timeout_seconds, CHECK_TIMEOUT_SECONDS)
         try:
-            with socket.create_connection((host, port), timeout=timeout) as sock:
+            address = _resolve(host, port, timeout=deadline - time.monotonic())
+            with socket.create_connection(address, timeout=_left(deadline)) as sock:
                 if parts.scheme == "https":
+                    sock.settimeout(_left(deadline))  # the handshake shares the deadline
                     context = ssl.create_default_context()
                     with context.wrap_socket(sock, server_hostname=host):
                         pass

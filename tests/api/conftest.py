@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -153,7 +154,7 @@ def setup(client: TestClient, tenant: Tenant, tmp_path: Path) -> dict[str, str]:
     assert audience.status_code == 201, audience.text
     destination = client.post(
         tenant.url("/destinations"),
-        json={"name": "Exports", "destination_type": "file", "config": {"path": str(tmp_path)}},
+        json={"name": "Exports", "destination_type": "file", "config": {"path": "exports"}},
         headers=tenant.headers,
     )
     return {**ids, "audience": audience.json()["id"], "destination": destination.json()["id"]}
@@ -204,3 +205,17 @@ def catalog(client: TestClient, tenant: Tenant) -> dict[str, str]:
         "config": {"relationship_id": ids["customer_orders"], "function": "count"},
     })["id"]  # fmt: skip
     return ids
+
+
+def stored_config(settings: Settings, destination_id: str) -> Any:
+    """A destination's whole stored config (secrets decrypted), as a run would see it."""
+    from composable_dagster.catalog.destinations import destination_config
+    from composable_dagster.catalog.secret_box import secret_box_for
+    from composable_dagster.catalog.tables import Destination, Workspace
+    from composable_dagster.destinations import DestinationScope
+
+    with catalog_session(settings.resolved_catalog_url) as session:
+        row = session.get(Destination, destination_id)
+        slug = session.get(Workspace, row.workspace_id).slug
+        scope = DestinationScope.for_workspace(settings, slug)
+        return destination_config(row, scope=scope, box=secret_box_for(settings))[1]

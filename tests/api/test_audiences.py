@@ -304,7 +304,7 @@ def test_delete_refused_while_an_active_sync_references_it(
     audience = create(client, tenant, seed_full_example(catalog))
     destination = client.post(
         tenant.url("/destinations"),
-        json={"name": "files", "destination_type": "file", "config": {"path": str(tmp_path)}},
+        json={"name": "files", "destination_type": "file", "config": {"path": "files"}},
         headers=tenant.headers,
     ).json()
     # The Syncs API arrives in a later issue; the row is what the guard reads.

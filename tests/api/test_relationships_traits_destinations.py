@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import Tenant, create_demo_models
+from composable_dagster.settings import Settings
+
+from .conftest import Tenant, create_demo_models, stored_config
 
 
 @pytest.fixture
@@ -147,30 +149,29 @@ def test_bad_trait(
     assert client.get(tenant.url("/traits"), headers=tenant.headers).json() == []
 
 
-def test_file_destination(client: TestClient, tenant: Tenant, tmp_path: Path) -> None:
-    export = tmp_path / "exports"
+def test_file_destination(client: TestClient, tenant: Tenant, settings: Settings) -> None:
     created = client.post(
         tenant.url("/destinations"),
         json={"name": "Exports", "destination_type": "file",
-              "config": {"path": str(export), "format": "jsonl", "compression": "gzip"}},
+              "config": {"path": "exports", "format": "jsonl", "compression": "gzip"}},
         headers=tenant.headers,
     )  # fmt: skip
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["status"] == "connected" and body["status_error"] == ""
     assert body["config"]["file_prefix"] == ""  # defaults are stored explicitly
-    assert export.is_dir()
+    # A relative path lives in the workspace's export directory, and is shown resolved.
+    export = Path(body["config"]["path"])
+    assert export.is_dir() and export.name == "exports"
+    assert export.parent.parent == settings.resolved_export_root
     url = tenant.url(f"/destinations/{body['id']}")
 
     fields = client.get(f"{url}/fields", headers=tenant.headers).json()
     assert fields["supported_sync_modes"] == ["add", "mirror", "upsert"]
 
     # A path that cannot be written: the update is stored, but the status says why.
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    broken = client.put(
-        url, json={"config": {"path": str(blocker / "sub")}}, headers=tenant.headers
-    )
+    (export.parent / "a-file").write_text("not a directory")
+    broken = client.put(url, json={"config": {"path": "a-file/sub"}}, headers=tenant.headers)
     assert broken.status_code == 200
     assert broken.json()["status"] == "error" and "cannot write" in broken.json()["status_error"]
     retest = client.post(f"{url}/test", headers=tenant.headers).json()
@@ -178,7 +179,7 @@ def test_file_destination(client: TestClient, tenant: Tenant, tmp_path: Path) ->
 
     ok = client.post(
         tenant.url("/destinations/test"),
-        json={"destination_type": "file", "config": {"path": str(export)}},
+        json={"destination_type": "file", "config": {"path": "exports"}},
         headers=tenant.headers,
     )
     assert ok.json()["success"] is True
@@ -190,12 +191,12 @@ def test_file_destination(client: TestClient, tenant: Tenant, tmp_path: Path) ->
     [
         ({"destination_type": "fax", "config": {}}, "destination_type: unknown destination type"),
         ({"destination_type": "file", "config": {}}, "config.path: Field required"),
-        ({"destination_type": "file", "config": {"path": "/tmp/x", "format": "xml"}},
+        ({"destination_type": "file", "config": {"path": "x", "format": "xml"}},
          "config.format: "),
         ({"destination_type": "file",
-          "config": {"path": "/tmp/x", "format": "parquet", "compression": "gzip"}},
+          "config": {"path": "x", "format": "parquet", "compression": "gzip"}},
          "config: "),
-        ({"destination_type": "file", "config": {"path": "/tmp/x", "bucket": "b"}},
+        ({"destination_type": "file", "config": {"path": "x", "bucket": "b"}},
          "config.bucket: Extra inputs"),
         ({"destination_type": "file"}, "config: Field required"),
     ],
@@ -218,7 +219,7 @@ def test_malformed_bodies_are_400_naming_the_problem(client: TestClient, tenant:
     assert raw.status_code == 400 and raw.json()["error"].startswith("body: invalid JSON")
     wrong_type = client.post(
         tenant.url("/destinations"),
-        json={"name": ["x"], "destination_type": "file", "config": {"path": "/tmp"}},
+        json={"name": ["x"], "destination_type": "file", "config": {"path": "x"}},
         headers=tenant.headers,
     )
     assert wrong_type.status_code == 400 and wrong_type.json()["error"].startswith("name: ")
@@ -248,13 +249,9 @@ def test_destination_secrets_are_write_only(
     updated = client.put(dest_url, json={"config": {**shown, "batch_size": 100}},
                          headers=tenant.headers)  # fmt: skip
     assert updated.status_code == 200, updated.text
-    from composable_dagster.catalog.db import catalog_session
-    from composable_dagster.catalog.tables import Destination
-
-    with catalog_session(client.app.state.settings.resolved_catalog_url) as session:
-        stored = session.get(Destination, created.json()["id"]).config
-    assert stored["signing_secret"] == "s3cret" and stored["batch_size"] == 100
-    assert stored["headers"] == {"Authorization": "Bearer top-secret"}
+    stored = stored_config(client.app.state.settings, created.json()["id"])
+    assert stored.signing_secret == "s3cret" and stored.batch_size == 100
+    assert stored.headers == {"Authorization": "Bearer top-secret"}
 
     pg = client.post(
         tenant.url("/destinations"),
@@ -263,5 +260,5 @@ def test_destination_secrets_are_write_only(
         headers=tenant.headers,
     )  # fmt: skip
     assert pg.status_code == 201, pg.text
-    assert "composable_test:***@" in pg.json()["config"]["url"]
+    assert "composable_test:********@" in pg.json()["config"]["url"]
     assert pg.json()["status"] == "connected"

@@ -13,14 +13,25 @@ from composable_dagster.catalog.db import catalog_session, upgrade_catalog
 from composable_dagster.catalog.export import export_catalog, rows_from_export
 from composable_dagster.catalog.tables import Destination, Sync
 from composable_dagster.defs.catalog_assets import catalog_definitions
-from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.defs.syncs import SYNC_JOB_NAME
 from composable_dagster.warehouse import Warehouse
+from tests.scopes import ANYWHERE
 
 from ..api.conftest import WAREHOUSE_SQL
 
 # Never used to materialize here: loading definitions needs the resource present.
 ACTIVATION = ActivationStoreResource(home="/nonexistent", warehouse_url="duckdb:///:memory:")
+CATALOG = CatalogResource(
+    catalog_url="sqlite:////nonexistent/catalog.sqlite",
+    secret_key_file="/nonexistent/secret.key",
+    export_root="/nonexistent/exports",
+)
+DEPENDENCIES = {
+    "activation": ACTIVATION,
+    "catalog": CATALOG,
+    "destination_scope": lambda _: ANYWHERE,
+}
 TABLE_ASSETS = {
     ("analytics", "customers"): dg.AssetKey("customers"),
     ("analytics", "orders"): dg.AssetKey("orders"),
@@ -103,7 +114,7 @@ def test_keys_groups_deps_and_kinds(export: dict) -> None:
         table_assets=TABLE_ASSETS,
         dialect="duckdb",
         max_member_drop=0.5,
-        activation=ACTIVATION,
+        **DEPENDENCIES,
     )
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -133,7 +144,7 @@ def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
         table_assets=TABLE_ASSETS,
         dialect="duckdb",
         max_member_drop=0.5,
-        activation=ACTIVATION,
+        **DEPENDENCIES,
     )
     schedules = {s.name: s for s in defs.schedules or []}
     assert set(schedules) == {
@@ -164,7 +175,7 @@ def test_definitions_are_deterministic(export: dict) -> None:
     def snapshot() -> list[tuple[str, list[str]]]:
         defs = catalog_definitions(
             rows_from_export(export), table_assets=TABLE_ASSETS, dialect="duckdb",
-            max_member_drop=0.5, activation=ACTIVATION,
+            max_member_drop=0.5, **DEPENDENCIES,
         )  # fmt: skip
         graph = defs.resolve_asset_graph()
         return sorted(

@@ -30,13 +30,14 @@ from composable_dagster.destinations.base import (
 )
 from composable_dagster.destinations.file import FileConfig, FileDestination
 from composable_dagster.errors import InvalidInputError
+from tests.scopes import ANYWHERE
 
 STARTED = dt.datetime(2024, 6, 15, 8, 30, 5, tzinfo=dt.UTC)
 DESTINATION = FileDestination()
 
 
 def make_config(path: Path | str, **overrides: object) -> FileConfig:
-    config = DESTINATION.parse_config({"path": str(path), **overrides})
+    config = DESTINATION.parse_config({"path": str(path), **overrides}, scope=ANYWHERE)
     assert isinstance(config, FileConfig)
     return config
 
@@ -275,7 +276,9 @@ def test_capabilities_and_registry() -> None:
     assert DESTINATION.capabilities.mirror_as_full_snapshot is True
     assert SyncMode.REMOVE not in DESTINATION.capabilities.modes
     with pytest.raises(InvalidInputError, match="config"):
-        DESTINATION.parse_config({"path": "/tmp/x", "format": "parquet", "compression": "gzip"})
+        DESTINATION.parse_config(
+            {"path": "/tmp/x", "format": "parquet", "compression": "gzip"}, scope=ANYWHERE
+        )
 
 
 def test_check_connection_reports_an_unwritable_directory(tmp_path: Path) -> None:
@@ -287,7 +290,8 @@ def test_check_connection_reports_an_unwritable_directory(tmp_path: Path) -> Non
     assert os.listdir(tmp_path / "new") == []  # the probe file is gone
 
 
-# fsspec URLs: `file://` into tmp_path (real disk) and the in-process `memory://` filesystem.
+# fsspec URLs: the in-process `memory://` filesystem (a `file://` URL is a local path, confined
+# to the export directory like one: tests/security/test_destination_confinement.py).
 
 
 @dataclass(frozen=True)
@@ -300,11 +304,8 @@ class UrlRoot:
         return f"{self.path}/sync-7"
 
 
-@pytest.fixture(params=["file", "memory"])
-def url_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UrlRoot]:
-    if request.param == "file":
-        yield UrlRoot(f"file://{tmp_path}/out", fsspec.filesystem("file"), f"{tmp_path}/out")
-        return
+@pytest.fixture
+def url_root() -> Iterator[UrlRoot]:
     # The memory filesystem is one dict per process: a unique top level, removed afterwards.
     top = f"composable-test-{uuid.uuid4().hex}"
     memory = fsspec.filesystem("memory")
@@ -447,11 +448,11 @@ def test_unknown_or_unavailable_protocols_are_refused_at_parse_config(
     ]
     for path, named in cases:
         with pytest.raises(InvalidInputError, match=named) as refused:
-            DESTINATION.parse_config({"path": path})
+            DESTINATION.parse_config({"path": path}, scope=ANYWHERE)
         assert refused.value.field == "config.path"
         assert str(refused.value).startswith("config.path: ")
-    # A colon-slash-slash later in a plain path is no URL.
-    assert make_config("/srv/a://b").path == "/srv/a://b"
+    # A colon-slash-slash later in a plain path is no URL (the path comes back normalised).
+    assert make_config("/srv/a://b").path == "/srv/a:/b"
 
 
 def test_url_rejects_unsafe_ids(url_root: UrlRoot) -> None:

@@ -28,6 +28,7 @@ from composable_dagster.destinations.postgres import (
     copy_payload,
 )
 from composable_dagster.errors import InvalidInputError
+from tests.scopes import ANYWHERE
 
 DESTINATION = PostgresDestination()
 CONTEXT = SyncContext(sync_id="s1", run_id="r1", mode=SyncMode.MIRROR)
@@ -35,7 +36,7 @@ T0 = dt.datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
 
 def make_config(url: str, **overrides: object) -> PostgresConfig:
-    config = DESTINATION.parse_config({"url": url, "table": "members", **overrides})
+    config = DESTINATION.parse_config({"url": url, "table": "members", **overrides}, scope=ANYWHERE)
     assert isinstance(config, PostgresConfig)
     return config
 
@@ -361,7 +362,7 @@ def test_registered_with_all_modes() -> None:
     assert DESTINATION.batch_size(make_config("sqlite://")) == 50_000
     assert "password" not in repr(make_config("postgresql://u:password@h/db"))
     with pytest.raises(InvalidInputError, match=r"config\.table"):
-        DESTINATION.parse_config({"url": "sqlite://", "table": "a.b.c"})
+        DESTINATION.parse_config({"url": "sqlite://", "table": "a.b.c"}, scope=ANYWHERE)
     with pytest.raises(InvalidInputError, match=r"config\.url"):
-        DESTINATION.parse_config({"url": "not a url", "table": "t"})
+        DESTINATION.parse_config({"url": "not a url", "table": "t"}, scope=ANYWHERE)
     assert psycopg.__version__ >= "3"

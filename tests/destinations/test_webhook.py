@@ -28,6 +28,7 @@ from composable_dagster.destinations.webhook import (
 )
 from composable_dagster.errors import InvalidInputError
 from tests.conftest import free_port
+from tests.scopes import ANYWHERE
 from tests.webhook_receiver import Receiver
 
 DESTINATION = WebhookDestination()
@@ -38,7 +39,7 @@ TOKEN = "Bearer super-secret-token"
 
 def make_config(url: str, **overrides: object) -> WebhookConfig:
     raw = {"url": url, "headers": {"Authorization": TOKEN}, "signing_secret": SECRET}
-    config = DESTINATION.parse_config({**raw, **overrides})
+    config = DESTINATION.parse_config({**raw, **overrides}, scope=ANYWHERE)
     assert isinstance(config, WebhookConfig)
     return config
 
@@ -216,7 +217,7 @@ def test_check_connection_connects_without_sending_a_request(receiver: Receiver)
 )
 def test_invalid_configs_name_their_field(raw: dict, field: str) -> None:
     with pytest.raises(InvalidInputError) as err:
-        DESTINATION.parse_config(raw)
+        DESTINATION.parse_config(raw, scope=ANYWHERE)
     assert err.value.field == field
 
 

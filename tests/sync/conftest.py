@@ -33,6 +33,7 @@ from composable_dagster.sync.plan import (
     resolve_field_mapping,
 )
 from composable_dagster.warehouse.activation import ActivationStore
+from tests.scopes import ANYWHERE
 
 CUSTOMERS = 1_000
 SYNC_ID = "5e1f0000-0000-4000-8000-000000000001"
@@ -145,7 +146,7 @@ class World:
             parent=PARENT,
             schema=SCHEMA,
             destination=kind,
-            destination_config=kind.parse_config(config),
+            destination_config=kind.parse_config(config, scope=ANYWHERE),
             destination_id=destination_id,
             safety=SafetyConfig.from_config(dict(safety or {})),
             split=split,
