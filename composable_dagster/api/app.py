@@ -1,13 +1,18 @@
 """The API sidecar: `create_app(settings)` builds the FastAPI application.
 
-It never imports dagster; it reaches Dagster over GraphQL (see `graphql.py`, later issues).
+It never imports dagster; it reaches Dagster over GraphQL (`dagster_client.py`). Every
+request passes `RequestGuard` (limits.py) first; errors leave as `{"error"}` (errors.py), as
+the OpenAPI document says (openapi.py), which `/docs` and `/redoc` render offline.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from composable_dagster.api.docs_pages import install_docs
 from composable_dagster.api.errors import install_error_handlers
+from composable_dagster.api.limits import RequestGuard
+from composable_dagster.api.openapi import install_openapi
 from composable_dagster.api.reload import ReloadTracker
 from composable_dagster.api.routers import (
     audiences,
@@ -20,23 +25,37 @@ from composable_dagster.api.routers import (
     workspaces,
 )
 from composable_dagster.catalog.db import upgrade_catalog
+from composable_dagster.catalog.secret_box import secret_box_for
 from composable_dagster.settings import Settings, get_settings
+
+# One router per resource, in the order the document lists them.
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router
+    for module in (
+        workspaces, models, relationships, traits, destinations, audiences, splits, syncs,
+    )
+)  # fmt: skip
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: the environment), migrating the catalog first."""
     settings = settings or get_settings()
-    upgrade_catalog(settings.resolved_catalog_url)
+    settings.check_catalog_apart()
+    # The secret key (created when missing) also encrypts an older catalog's plaintext secrets.
+    upgrade_catalog(settings.resolved_catalog_url, secret_box=secret_box_for(settings))
     app = FastAPI(
         title="composable-dagster API",
         version="0.1.0",
         description="Zeotap Composable-compatible Audiences and Syncs API, run by Dagster.",
+        docs_url=None,  # served offline by install_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.reloads = ReloadTracker()
     install_error_handlers(app)
-    for router in (
-        workspaces, models, relationships, traits, destinations, audiences, splits, syncs,
-    ):  # fmt: skip
-        app.include_router(router.router)
+    for router in ROUTERS:
+        app.include_router(router)
+    install_docs(app)
+    install_openapi(app, routes=[route for router in ROUTERS for route in router.routes])
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     return app

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from composable_dagster.errors import DomainError
+from composable_dagster.errors import DomainError, NotFoundError
 
 ASSET_JOB = "__ASSET_JOB"
 REPOSITORY = "__repository__"
@@ -108,19 +108,38 @@ query Materializations($key: AssetKeyInput!, $limit: Int) {
 }"""
 
 
-class DagsterClient:
-    """A thin client of one Dagster webserver's /graphql endpoint."""
+# An unreachable webserver (a dropped SYN, a dead host) must fail a request quickly, not
+# after the read timeout: connecting takes milliseconds when Dagster is up.
+CONNECT_TIMEOUT = 5.0
 
-    def __init__(self, url: str, *, location: str, timeout: float = 120.0) -> None:
+
+class DagsterClient:
+    """A thin client of one Dagster webserver's /graphql endpoint.
+
+    `timeout` bounds each query an API request waits for; `reload_timeout` bounds a code
+    location reload, which rebuilds every workspace's definitions and may take longer.
+    """
+
+    def __init__(
+        self, url: str, *, location: str, timeout: float = 30.0, reload_timeout: float = 120.0
+    ) -> None:
         self.url = url
         self.location = location
         self.timeout = timeout
+        self.reload_timeout = reload_timeout
 
-    def query(self, document: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def query(
+        self,
+        document: str,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        limit = httpx.Timeout(timeout or self.timeout, connect=CONNECT_TIMEOUT)
         try:
             response = httpx.post(
                 self.url, json={"query": document, "variables": dict(variables or {})},
-                timeout=self.timeout,
+                timeout=limit,
             )  # fmt: skip
         except httpx.HTTPError as err:
             raise DagsterUnavailableError(f"dagster: cannot reach {self.url}: {err}") from err
@@ -132,14 +151,19 @@ class DagsterClient:
             raise DagsterUnavailableError(
                 f"dagster: HTTP {response.status_code} without a JSON body"
             ) from err
+        if not isinstance(body, dict):
+            raise DagsterUnavailableError(f"dagster: HTTP {response.status_code}, not GraphQL")
         if body.get("errors"):
             raise DagsterUnavailableError(f"dagster: {body['errors'][0].get('message')}")
+        if not isinstance(body.get("data"), dict):
+            raise DagsterUnavailableError(f"dagster: HTTP {response.status_code} without data")
         return body["data"]
 
     def reload_location(self) -> float:
         """Reload the code location (new catalog rows become assets); returns seconds taken."""
         started = time.monotonic()
-        result = self.query(_RELOAD, {"location": self.location})["reloadRepositoryLocation"]
+        data = self.query(_RELOAD, {"location": self.location}, timeout=self.reload_timeout)
+        result = data["reloadRepositoryLocation"]
         if result["__typename"] != "WorkspaceLocationEntry":
             raise DagsterUnavailableError(f"dagster: reload failed: {result.get('message')}")
         load = result.get("locationOrLoadError") or {}
@@ -186,7 +210,10 @@ class DagsterClient:
         return self.run(result["run"]["runId"])
 
     def run(self, run_id: str) -> RunInfo:
+        """The run `run_id`; NotFoundError if Dagster has no such run."""
         result = self.query(_RUN, {"runId": run_id})["runOrError"]
+        if result["__typename"] == "RunNotFoundError":
+            raise NotFoundError("run", run_id)
         if result["__typename"] != "Run":
             raise DagsterUnavailableError(f"dagster: {result.get('message')}")
         return _run_info(result)

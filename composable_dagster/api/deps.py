@@ -47,9 +47,12 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_api_key(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> ApiKey:
+# The two credentials are documented once, as the spec's security schemes (api/openapi.py),
+# not as a header parameter of every operation.
+CredentialHeader = Annotated[str | None, Header(include_in_schema=False)]
+
+
+def get_api_key(session: SessionDep, authorization: CredentialHeader = None) -> ApiKey:
     if not authorization:
         raise AuthError(401, "Authorization: missing; send 'Authorization: Bearer <api key>'")
     scheme, _, token = authorization.partition(" ")
@@ -75,7 +78,7 @@ class Caller:
 def get_caller(
     key: ApiKeyDep,
     workspace_id: Annotated[str, Path(alias="id")],
-    x_workspace_id: Annotated[str | None, Header()] = None,
+    x_workspace_id: CredentialHeader = None,
 ) -> Caller:
     if x_workspace_id is None:
         raise AuthError(400, "X-Workspace-ID: header is required on workspace-scoped endpoints")
@@ -94,6 +97,7 @@ def get_warehouse(settings: SettingsDep) -> Warehouse:
         settings.resolved_warehouse_url,
         read_only=True,
         hold_seconds=settings.warehouse_hold_seconds,
+        sql_timeout_seconds=settings.sql_timeout_seconds,
     )
 
 

@@ -20,6 +20,7 @@ from composable_dagster.errors import (
     InvalidInputError,
     NotFoundError,
     WarehouseError,
+    WarehouseRejectedError,
 )
 from composable_dagster.filters import FilterError
 
@@ -30,6 +31,7 @@ _DOMAIN_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (InvalidInputError, 400),
     (FilterError, 400),
     (ConflictError, 409),
+    (WarehouseRejectedError, 400),
     (WarehouseError, 502),
     (DagsterUnavailableError, 503),
 )
@@ -46,6 +48,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     parts = []
     for error in errors[:5]:
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        # A validator of a whole mapping names the key at fault this way (catalog/traits.py).
+        loc += [str(p) for p in (error.get("ctx") or {}).get("loc_suffix", ())]
         where = ".".join(loc) or "body"
         if error.get("type") == "json_invalid":
             where, message = "body", f"invalid JSON ({error.get('ctx', {}).get('error', '')})"
@@ -72,7 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: Exception) -> JSONResponse:
         for kind, status in _DOMAIN_STATUS:
             if isinstance(exc, kind):
-                message = f"warehouse: {exc}" if isinstance(exc, WarehouseError) else str(exc)
+                unavailable = isinstance(exc, WarehouseError) and status == 502
+                message = f"warehouse: {exc}" if unavailable else str(exc)
                 return error_response(status, message)
         return error_response(400, str(exc))
 
@@ -81,6 +86,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # Services check references first; this catches a concurrent change in between.
         log.warning("integrity error: %s", exc.orig)
         return error_response(409, "conflict: the change clashes with related data; retry")
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _data(_: Request, exc: sa.exc.DataError) -> JSONResponse:
+        # The database refused a value the request carried (too long for its column, out of
+        # range): the input is at fault, not the server. Specs bound their fields so that
+        # this is a last resort; its message cannot name the field.
+        log.warning("database refused a value: %s", exc.orig)
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "refused"
+        return error_response(400, f"database: a value of the request was refused ({reason})")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

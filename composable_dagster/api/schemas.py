@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import PlainSerializer
 
-from composable_dagster.destinations.secrets import mask_config
+from composable_dagster.destinations import destination_type
+from composable_dagster.destinations.secrets import public_config
 
 
 def _iso_z(value: datetime) -> str:
@@ -124,7 +125,9 @@ class DestinationPublic(Audited):
 
     @pydantic.model_validator(mode="after")
     def _mask(self) -> DestinationPublic:
-        self.config = mask_config(self.destination_type, self.config)
+        # The catalog stores configs masked already; masking again (idempotent) keeps a
+        # secret from ever leaving through this response whatever a row holds.
+        self.config = public_config(destination_type(self.destination_type), self.config)
         return self
 
 
@@ -153,6 +156,10 @@ class AudiencePublic(Audited):
     identity_graph_id: str | None
 
 
+# [low, high]: a pair, typed as a list (not a tuple) so that every OpenAPI tool reads it.
+Interval = Annotated[list[int], pydantic.Field(min_length=2, max_length=2)]
+
+
 class FilterEstimatePublic(Public):
     """`estimated_size` as documented; `sampled` says how it was obtained. A sampled count
     also carries the sample share and a 95% confidence interval."""
@@ -160,7 +167,7 @@ class FilterEstimatePublic(Public):
     estimated_size: int
     sampled: bool = False
     sample_percent: float | None = None
-    confidence_interval: tuple[int, int] | None = None
+    confidence_interval: Interval | None = None
 
 
 class EstimatePublic(FilterEstimatePublic):

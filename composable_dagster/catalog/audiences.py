@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
+    Description,
     Name,
     Spec,
     apply_changes,
@@ -32,21 +34,25 @@ from composable_dagster.filters.schema import EntityType
 AudienceStatus = Literal["draft", "active", "archived"]
 
 
+# Stored as given (no identity graphs yet), in a column as wide as an id.
+IdentityGraphId = Annotated[str, pydantic.StringConstraints(max_length=36)]
+
+
 class AudienceCreate(Spec):
     name: Name
-    description: str = ""
+    description: Description = ""
     parent_model_id: str
     filter_tree: dict[str, Any]
-    identity_graph_id: str | None = None
+    identity_graph_id: IdentityGraphId | None = None
     status: AudienceStatus = "active"
 
 
 class AudienceUpdate(Spec):
     name: Name | None = None
-    description: str | None = None
+    description: Description | None = None
     parent_model_id: str | None = None
     filter_tree: dict[str, Any] | None = None
-    identity_graph_id: str | None = None
+    identity_graph_id: IdentityGraphId | None = None
     status: AudienceStatus | None = None
 
 

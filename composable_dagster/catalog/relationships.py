@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pydantic
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
+    Description,
+    Identifier,
     Name,
     Spec,
     apply_changes,
@@ -19,12 +20,10 @@ from composable_dagster.catalog.tables import Audience, Model, Relationship, Tra
 from composable_dagster.errors import ConflictError, InvalidInputError, NotFoundError
 from composable_dagster.filters.schema import Cardinality
 
-Identifier = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
-
 
 class RelationshipCreate(Spec):
     name: Name
-    description: str = ""
+    description: Description = ""
     from_model_id: str
     to_model_id: str
     from_column: Identifier
@@ -37,7 +36,7 @@ class RelationshipCreate(Spec):
 
 class RelationshipUpdate(Spec):
     name: Name | None = None
-    description: str | None = None
+    description: Description | None = None
     from_model_id: str | None = None
     to_model_id: str | None = None
     from_column: Identifier | None = None

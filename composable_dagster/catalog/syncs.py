@@ -5,13 +5,15 @@ Runs are not stored here: they live in Dagster's run storage (see api/runs.py).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from croniter import croniter
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
+    MAX_NAME_LENGTH,
+    Description,
     Name,
     Spec,
     apply_changes,
@@ -34,19 +36,23 @@ SettableStatus = Literal["draft", "active", "paused"]
 class FieldMappingItem(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    source_column: str = pydantic.Field(min_length=1)
-    destination_field: str = pydantic.Field(min_length=1)
+    source_column: str = pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    destination_field: str = pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH)
     hash: Literal["email", "phone"] | None = None
+
+
+# A 5-field cron expression, stored in a column of this width.
+Schedule = Annotated[str, pydantic.StringConstraints(max_length=120)]
 
 
 class SyncCreate(Spec):
     name: Name
-    description: str = ""
+    description: Description = ""
     audience_id: str
     destination_id: str
     field_mapping: list[FieldMappingItem]
     sync_mode: SyncMode
-    schedule: str | None = None
+    schedule: Schedule | None = None
     config: dict[str, Any] = {}
     split_group_id: str | None = None
     status: SettableStatus = "active"
@@ -54,12 +60,12 @@ class SyncCreate(Spec):
 
 class SyncUpdate(Spec):
     name: Name | None = None
-    description: str | None = None
+    description: Description | None = None
     audience_id: str | None = None
     destination_id: str | None = None
     field_mapping: list[FieldMappingItem] | None = None
     sync_mode: SyncMode | None = None
-    schedule: str | None = None
+    schedule: Schedule | None = None
     config: dict[str, Any] | None = None
     split_group_id: str | None = None
     status: SettableStatus | None = None

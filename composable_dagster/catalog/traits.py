@@ -6,12 +6,16 @@ stored, so every stored trait compiles.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
+import pydantic_core
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
+    MAX_NAME_LENGTH,
+    MAX_SQL_LENGTH,
+    Description,
     Name,
     Spec,
     apply_changes,
@@ -30,22 +34,42 @@ from composable_dagster.filters.schema import EntityType, ResultType, TraitType
 Slug = pydantic.constr(pattern=r"^[a-z][a-z0-9_]{0,63}$")
 # min/max take the type of their column, so only they need result_type spelled out.
 _TYPED_BY_COLUMN = {"min", "max"}
+# Config keys holding SQL (a `sql` trait's query, a formula); every other string at the top
+# of a config names something (a column, a relationship id, a function). A `filter` is a
+# filter tree, bounded by the filter language's own limits.
+_SQL_KEYS = frozenset({"sql", "expression"})
+
+
+def _bounded_text(config: dict[str, Any]) -> dict[str, Any]:
+    for key, value in config.items():
+        limit = MAX_SQL_LENGTH if key in _SQL_KEYS else MAX_NAME_LENGTH
+        if isinstance(value, str) and len(value) > limit:
+            raise pydantic_core.PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                # `loc_suffix`: the key at fault, appended to `config` in the 400's message.
+                {"max_length": limit, "loc_suffix": (key,)},
+            )
+    return config
+
+
+TraitConfig = Annotated[dict[str, Any], pydantic.AfterValidator(_bounded_text)]
 
 
 class TraitCreate(Spec):
     name: Name
     slug: Slug | None = None
-    description: str = ""
+    description: Description = ""
     parent_model_id: str
     trait_type: TraitType
-    config: dict[str, Any]
+    config: TraitConfig
     result_type: ResultType | None = None
 
 
 class TraitUpdate(Spec):
     name: Name | None = None
-    description: str | None = None
-    config: dict[str, Any] | None = None
+    description: Description | None = None
+    config: TraitConfig | None = None
     result_type: ResultType | None = None
 
 

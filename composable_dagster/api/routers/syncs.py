@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, status
@@ -56,8 +57,18 @@ def public(sync: Sync, runs: list[RunInfo] | None, client: DagsterClient) -> Syn
     finished = next((r for r in runs if r.status in ("SUCCESS", "FAILURE")), None)
     if sync.status == "active" and finished is not None and finished.status == "FAILURE":
         update["status"] = "error"
-        update["status_error"] = run_error(client, finished.run_id)
+        update["status_error"] = _failure_reason(client, finished.run_id)
     return body.model_copy(update=update)
+
+
+def _failure_reason(client: DagsterClient, run_id: str) -> str:
+    # Reads of syncs work without Dagster (as when its runs cannot be listed): the status
+    # stays `error`, only its reason is missing.
+    try:
+        return run_error(client, run_id)
+    except DagsterUnavailableError as err:
+        log.warning("failure of run %s unavailable: %s", run_id, err)
+        return f"run {run_id} failed (its error is unavailable: Dagster did not answer)"
 
 
 def _runs_of_workspace(client: DagsterClient, workspace_id: str) -> dict[str, list[RunInfo]]:
@@ -178,12 +189,9 @@ def get_run(
     sync_id: str, run_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep
 ) -> dict[str, Any]:
     row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
-    try:
-        run = dagster.run(run_id)
-    except DagsterUnavailableError as err:
-        if "not found" in str(err).lower():
-            raise NotFoundError("run", run_id) from err
-        raise
+    if not _is_uuid(run_id):  # Dagster's run ids are UUIDs: no need to ask
+        raise NotFoundError("run", run_id)
+    run = dagster.run(run_id)
     if run.tags.get(TAG_SYNC) != row.id:
         raise NotFoundError("run", run_id)
     metadata = {
@@ -197,6 +205,14 @@ def get_run(
         error=run_error(dagster, run.run_id) if run.status == "FAILURE" else None,
         ui=ui_base(dagster.url),
     )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 @router.get("/audiences/{aud_id}/syncs", response_model=list[SyncPublic])
