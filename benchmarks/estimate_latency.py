@@ -107,6 +107,7 @@ def main() -> None:
             "name": name, "from_model_id": demo, "to_model_id": to,
             "from_column": "customer_id", "to_column": "customer_id"}).json()["id"]  # fmt: skip
 
+    large = f"{args.large / 1e6:g}M" if args.large >= 1_000_000 else f"{args.large:,}"
     cases = [
         ("100k", "LTV > 1000 and plan in (pro, enterprise)", demo,
          {"type": "and", "children": [prop("lifetime_value", "greater_than", 1000),
@@ -118,10 +119,10 @@ def main() -> None:
            "count_operator": "at_least", "count_value": 1,
            "time_window": {"type": "within", "value": 30, "unit": "days"}}]},
          FLOOR_QUERIES[1]),
-        ("10M", "LTV > 4500 (10%)", big, {"type": "and", "children": [
+        (large, "LTV > 4500 (10%)", big, {"type": "and", "children": [
             prop("lifetime_value", "greater_than", 4500)]},
          FLOOR_QUERIES[2]),
-        ("10M", "country = US and plan = pro (5%)", big, {"type": "and", "children": [
+        (large, "country = US and plan = pro (5%)", big, {"type": "and", "children": [
             prop("country", "equals", "US"), prop("plan", "equals", "pro")]},
          FLOOR_QUERIES[3]),
     ]  # fmt: skip
