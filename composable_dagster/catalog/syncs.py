@@ -5,6 +5,7 @@ Runs are not stored here: they live in Dagster's run storage (see api/runs.py).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -118,8 +119,24 @@ def list_syncs(
     return list_owned(session, Sync, workspace_id=workspace_id, **filters)
 
 
+# Cron syntax Dagster's own (vendored, older) croniter rejects though ours accepts it:
+# nearest weekday (`15W`, `LW`), `?` and the Jenkins hash `H` (`H`, `H/15`, `H(0-29)`).
+_CRON_UNSUPPORTED = re.compile(r"[\dlL][wW]\b|\?|(?:^|[\s,])[hH](?=$|[\s,/(])")
+
+
 def valid_cron(schedule: str) -> bool:
-    return len(schedule.split()) == 5 and croniter.is_valid(schedule)
+    """Whether Dagster can schedule `schedule`: five fields, syntax its croniter knows, and a
+    day that exists (Dagster refuses February 30 and 31 outright, failing the whole code
+    location's load). Kept beside the API's validation, which must not import Dagster."""
+    fields = schedule.split()
+    if len(fields) != 5 or _CRON_UNSUPPORTED.search(schedule) or not croniter.is_valid(schedule):
+        return False
+    try:
+        expanded = croniter.expand(schedule)[0]
+    except (ValueError, KeyError):
+        return False
+    days, months = expanded[2], expanded[3]
+    return not (months == [2] and len(days) == 1 and days[0] in (30, 31))
 
 
 def _stored(values: dict[str, Any]) -> dict[str, Any]:

@@ -5,15 +5,16 @@ the code location from loading: an invalid cron leaves its sync manual (the API 
 such crons anyway), and a tree that stopped compiling fails only its own materialization.
 """
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 import sqlglot
-from croniter import croniter
 from sqlglot import exp
 
 from composable_dagster.catalog.export import CatalogRows
 from composable_dagster.catalog.schema_view import schema_from_rows
+from composable_dagster.catalog.syncs import valid_cron
 from composable_dagster.catalog.tables import Destination, Model, SplitGroup, Sync
 from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
@@ -142,14 +143,17 @@ def catalog_definitions(
                 group_name=workspace.slug,
                 destination_type=destinations[sync.destination_id].destination_type,
                 sync_mode=sync.sync_mode,
-                schedule=sync.schedule if _valid_cron(sync.schedule) else None,
+                schedule=sync.schedule if sync.schedule and valid_cron(sync.schedule) else None,
                 status=sync.status,
                 job=job,
                 problem=problem,
             )
             assets.append(build_sync_asset(spec))
-            if spec.schedule:
-                schedules.append(build_sync_schedule(spec))
+            # A cron Dagster refuses (stored before the API checked it as Dagster does)
+            # leaves its sync manual: one row never breaks the whole location's load.
+            with contextlib.suppress(dg.DagsterInvalidDefinitionError):
+                if spec.schedule:
+                    schedules.append(build_sync_schedule(spec))
     return dg.Definitions(
         assets=assets,
         schedules=schedules,
@@ -215,10 +219,6 @@ def _row_hashes_by_audience(
     return hashes
 
 
-def _valid_cron(schedule: str | None) -> bool:
-    return bool(schedule and schedule.strip()) and croniter.is_valid(schedule)
-
-
 def _model_assets(
     model: Model, table_assets: Mapping[TableName, dg.AssetKey]
 ) -> Sequence[dg.AssetKey]:
@@ -228,7 +228,8 @@ def _model_assets(
     else:
         try:
             parsed = sqlglot.parse_one(model.sql_query or "", dialect="duckdb")
-        except sqlglot.errors.SqlglotError:  # tokenizer errors too: loading must not fail
+        # Tokenizer errors and SQL nested beyond the parser's stack too: loading must not fail.
+        except (sqlglot.errors.SqlglotError, RecursionError):
             return []
         names = [(t.db or None, t.name) for t in parsed.find_all(exp.Table)]
     keys = []

@@ -101,7 +101,8 @@ class DestinationScope:
         """`path` (relative to the export directory, or absolute) resolved, symlinks
         included; ValueError when it leaves the workspace's export directory."""
         export_dir = self.export_dir
-        resolved = Path(os.path.realpath(export_dir / Path(path).expanduser()))
+        # No `~` expansion: a tenant's path is never relative to the server user's home.
+        resolved = Path(os.path.realpath(export_dir / path))
         if resolved.is_relative_to(export_dir):
             return resolved
         root = Path(os.path.realpath(self.export_root))
@@ -219,6 +220,8 @@ class DestinationType(ABC):
     # whose password and secret query parameters are secrets.
     secret_fields: ClassVar[tuple[str, ...]] = ()
     url_fields: ClassVar[tuple[str, ...]] = ()
+    # How the URLs' consumer splits them: "rfc3986" (HTTP clients, fsspec) or "sqlalchemy".
+    url_syntax: ClassVar[str] = "rfc3986"
 
     def parse_config(
         self, raw: Mapping[str, Any], *, scope: DestinationScope

@@ -64,6 +64,14 @@ MAX_CONSECUTIVE_ROW_FAILURES = 100
 _STAGING = "_composable_staging"
 # Backends whose "database" is a file on this server: confined to the export directory.
 _FILE_DATABASES = frozenset({"sqlite", "duckdb"})
+# libpq connection parameters a URL may carry: how to connect, never where. `host`,
+# `hostaddr`, `port`, `dbname` and `service` would move the connection away from the
+# URL's host (and a stored password with it); `passfile`, `sslkey`, `sslrootcert` and their
+# kin name files of this server.
+_POSTGRES_PARAMETERS = frozenset({
+    "password", "sslmode", "connect_timeout", "application_name", "target_session_attrs",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+})  # fmt: skip
 # A connection test gives up after this long, whatever the server does (no answer, a
 # firewall dropping packets, a lock).
 CHECK_TIMEOUT_SECONDS = 10
@@ -83,28 +91,33 @@ class PostgresConfig(pydantic.BaseModel):
     @pydantic.field_validator("url")
     @classmethod
     def _known_and_confined(cls, value: str, info: pydantic.ValidationInfo) -> str:
-        """A URL of an installed SQLAlchemy dialect; a file database (SQLite, DuckDB) only
-        inside the workspace's export directory, like files."""
+        """A URL of PostgreSQL (one network host, connection parameters from a short list)
+        or of a file database (SQLite, DuckDB) inside the workspace's export directory."""
         try:
             url = sa.make_url(value)
-        except sa.exc.ArgumentError as err:
+        except (sa.exc.ArgumentError, ValueError) as err:  # ValueError: a port that is no number
             raise ValueError("not a SQLAlchemy database URL") from err
-        try:
-            url.get_dialect()
-        except (sa.exc.NoSuchModuleError, ImportError) as err:
+        backend = url.get_backend_name()
+        if backend not in _FILE_DATABASES | {"postgresql"}:
             raise ValueError(
-                f"unknown database scheme {url.drivername!r} (e.g. postgresql://user:pass@host/db)"
-            ) from err
-        if url.get_backend_name() in _FILE_DATABASES and url.database not in (None, "", ":memory:"):
-            confined = os.fspath(scope_of(info).confine(url.database))
-            # The URL's own text with only the database path replaced, so the rest (a
-            # password in the query, say) stays byte for byte as entered.
-            head, question, query = value.partition("?")
-            at = head.rfind(url.database)
-            if at < 0:  # the path was percent-encoded: render the URL anew
-                return url.set(database=confined).render_as_string(hide_password=False)
-            return head[:at] + confined + head[at + len(url.database) :] + question + query
-        return value
+                f"unknown database scheme {url.drivername!r}: use postgresql://user:pass@host/db, "
+                "or sqlite:/// or duckdb:/// with a path in the export directory"
+            )
+        try:
+            url.get_dialect().import_dbapi()
+        except (sa.exc.NoSuchModuleError, ImportError) as err:
+            raise ValueError(f"the driver of {url.drivername!r} is not installed") from err
+        if backend == "postgresql":
+            _check_postgres_url(url)
+            return value
+        if url.query or "?" in value:
+            # A file database's query string becomes driver options; DuckDB's are `SET`
+            # statements, written into SQL unescaped by duckdb-engine.
+            raise ValueError("a file database URL takes no query parameters")
+        if url.database in (None, "", ":memory:"):
+            return value
+        confined = os.fspath(scope_of(info).confine(url.database))
+        return url.set(database=confined).render_as_string(hide_password=False)
 
     @property
     def schema_name(self) -> str | None:
@@ -137,6 +150,19 @@ class PostgresConfig(pydantic.BaseModel):
         """How errors name the destination: no password, no query parameters."""
         url = self.engine_url()
         return f"postgres {url.drivername}://{url.host or ''}/{url.database or ''} {self.table}"
+
+
+def _check_postgres_url(url: sa.URL) -> None:
+    """One network host, and connection parameters that say how to connect, not where."""
+    host = url.host or ""
+    if not host:
+        raise ValueError("needs a host (postgresql://user:pass@host:5432/db)")
+    if any(c in host for c in "/,%@") or "," in str(url.port or ""):
+        raise ValueError("the host must be one network host (no socket path, no host list)")
+    refused = sorted(k for k in url.query if k.lower() not in _POSTGRES_PARAMETERS)
+    if refused:
+        allowed = ", ".join(sorted(_POSTGRES_PARAMETERS))
+        raise ValueError(f"query parameter {refused[0]!r} is not allowed (allowed: {allowed})")
 
 
 def sql_type(arrow_type: pa.DataType) -> sa.types.TypeEngine[Any]:
@@ -720,6 +746,7 @@ class PostgresDestination(DestinationType):
     name = "postgres"
     config_model = PostgresConfig
     url_fields = ("url",)
+    url_syntax = "sqlalchemy"  # the URL goes to sa.make_url
     capabilities = Capabilities(modes=frozenset(SyncMode), batch_size=50_000)
 
     def target(self, config: pydantic.BaseModel) -> tuple[str, ...]:

@@ -5,7 +5,10 @@ A destination type declares where its secrets are (no per-type code here):
   or every value of a mapping (`headers.*`);
 - `DestinationType.url_fields`: config keys holding a URL whose password
   (`scheme://user:PASSWORD@host`) and secret-looking query parameters (`?password=`,
-  `?token=`, `?api_key=`, ...) are secrets.
+  `?token=`, `?api_key=`, ...) are secrets; `DestinationType.url_syntax` says how the
+  consumer of the URL splits it (`rfc3986`, like HTTP clients and fsspec; `sqlalchemy`,
+  whose password runs to the first `@`, slashes included), so the mask covers exactly what
+  the consumer will read as the password.
 
 `split_secrets` turns a config into its public form (each secret replaced by `MASK`) and the
 secrets by path; the catalog stores the first as the destination's `config` (what the API
@@ -17,6 +20,7 @@ URL's raw text, so a URL split and joined again is byte for byte what was entere
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,9 +36,14 @@ _SECRET_PARAMETER = re.compile(
 )
 
 
+# SQLAlchemy's own reading of a URL's start (sqlalchemy.engine.url._parse_url).
+_SQLALCHEMY_USERINFO = re.compile(r"[\w+]+://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?")
+
+
 class SecretLayout(Protocol):
     secret_fields: tuple[str, ...]
     url_fields: tuple[str, ...]
+    url_syntax: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +57,9 @@ class _Url:
     fragment: str | None
 
     @classmethod
-    def parse(cls, url: str) -> _Url | None:
+    def parse(cls, url: str, syntax: str) -> _Url | None:
+        if syntax == "sqlalchemy":
+            return cls._parse_sqlalchemy(url)
         scheme_end = url.find("://")
         if scheme_end < 0:
             return None
@@ -63,12 +74,21 @@ class _Url:
             head, password, tail = url[:authority], None, url[authority:]
         tail, _, fragment = tail.partition("#") if "#" in tail else (tail, "", None)
         middle, has_query, query = tail.partition("?")
-        pairs: list[tuple[str, str | None]] = []
-        if has_query:
-            for item in query.split("&"):
-                name, eq, value = item.partition("=")
-                pairs.append((name, value if eq else None))
-        return cls(head, password, middle, pairs, fragment)
+        return cls(head, password, middle, _pairs(query) if has_query else [], fragment)
+
+    @classmethod
+    def _parse_sqlalchemy(cls, url: str) -> _Url | None:
+        match = _SQLALCHEMY_USERINFO.match(url)
+        if match is None:
+            return None
+        if match.group("password") is not None:
+            head, password = url[: match.start("password")], match.group("password")
+            tail = url[match.end("password") :]
+        else:
+            head, password, tail = url[: match.end()], None, url[match.end() :]
+        # SQLAlchemy has no fragment: a "#" after the password belongs to the query.
+        middle, has_query, query = tail.partition("?")
+        return cls(head, password, middle, _pairs(query) if has_query else [], None)
 
     def render(self) -> str:
         url = self.head + (self.password or "") + self.middle
@@ -77,21 +97,30 @@ class _Url:
         return url if self.fragment is None else f"{url}#{self.fragment}"
 
 
-def _url_secrets(url: str) -> Iterator[tuple[str, str]]:
-    """(part, raw value) of each secret of `url`: its password, its secret parameters."""
-    parsed = _Url.parse(url)
+def _pairs(query: str) -> list[tuple[str, str | None]]:
+    pairs: list[tuple[str, str | None]] = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        pairs.append((name, value if eq else None))
+    return pairs
+
+
+def _url_secrets(url: str, syntax: str) -> Iterator[tuple[str, str]]:
+    """(part, raw value) of each secret of `url`: its password, its secret parameters
+    (named as the consumer decodes them: `?p%61ssword=` is a password too)."""
+    parsed = _Url.parse(url, syntax)
     if parsed is None:
         return
     if parsed.password:
         yield PASSWORD_PART, parsed.password
     for name, value in parsed.query:
-        if value and _SECRET_PARAMETER.search(name):
+        if value and _SECRET_PARAMETER.search(urllib.parse.unquote_plus(name)):
             yield QUERY_PART + name, value
 
 
-def _replace_url_parts(url: str, values: Mapping[str, str]) -> str:
+def _replace_url_parts(url: str, values: Mapping[str, str], syntax: str) -> str:
     """`url` with the parts in `values` (as named by `_url_secrets`) set to those values."""
-    parsed = _Url.parse(url)
+    parsed = _Url.parse(url, syntax)
     if parsed is None:
         return url
     password = values.get(PASSWORD_PART, parsed.password) if parsed.password else None
@@ -119,7 +148,7 @@ def iter_secrets(
     for field in layout.url_fields:
         value = config.get(field)
         if isinstance(value, str):
-            for part, secret in _url_secrets(value):
+            for part, secret in _url_secrets(value, layout.url_syntax):
                 yield (field, part), secret
 
 
@@ -132,7 +161,7 @@ def _with_values(
         if len(path) == 1:
             out[path[0]] = value
         elif path[0] in layout.url_fields:
-            out[path[0]] = _replace_url_parts(out[path[0]], {path[1]: value})
+            out[path[0]] = _replace_url_parts(out[path[0]], {path[1]: value}, layout.url_syntax)
         else:
             out[path[0]] = {**out[path[0]], path[1]: value}
     return out

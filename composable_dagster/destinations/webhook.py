@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import socket
 import ssl
 import threading
@@ -58,7 +59,11 @@ from composable_dagster.destinations.retry import Backoff
 SIGNATURE_HEADER = "X-Composable-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_RETRY_AFTER_SECONDS = 300.0
-CHECK_TIMEOUT_SECONDS = 10.0  # a connection test gives up after this long, whatever happens
+CHECK_TIMEOUT_SECONDS = 10.0
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE = re.compile(
+    r"[\x20-\x7e\t]{0,8192}"
+)  # a connection test gives up after this long, whatever happens
 # Headers the connector owns; a configured value would break signing or de-duplication.
 _RESERVED_HEADERS = frozenset(
     h.lower()
@@ -70,7 +75,9 @@ class WebhookConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     # repr=False: query strings often carry tokens; `describe()` is the safe rendering.
-    url: str = pydantic.Field(repr=False, description="http(s) endpoint receiving the batches")
+    url: str = pydantic.Field(
+        repr=False, max_length=2_000, description="http(s) endpoint receiving the batches"
+    )
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     # repr=False: values are typically credentials (Authorization, API keys).
     headers: dict[str, str] = pydantic.Field(default_factory=dict, repr=False)
@@ -85,14 +92,27 @@ class WebhookConfig(pydantic.BaseModel):
         parts = urllib.parse.urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError as err:
+            raise ValueError(f"not a valid port: {err}") from err
+        if any(c in value for c in "\r\n\t ") or not value.isascii():
+            raise ValueError("must not contain spaces, control or non-ASCII characters")
         return value
 
     @pydantic.field_validator("headers")
     @classmethod
-    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
         reserved = sorted(h for h in value if h.lower() in _RESERVED_HEADERS)
         if reserved:
             raise ValueError(f"header(s) {', '.join(reserved)} are set by the connector")
+        for name, text in value.items():
+            # RFC 9110: a name is a token; a value is visible ASCII, spaces and tabs (a CR
+            # or LF would split the request; httpx refuses non-ASCII only when sending).
+            if _HEADER_NAME.fullmatch(name) is None:
+                raise ValueError(f"{name!r} is not a valid header name")
+            if _HEADER_VALUE.fullmatch(text) is None:
+                raise ValueError(f"the value of header {name!r} must be printable ASCII")
         return value
 
     def describe(self) -> str:

@@ -52,6 +52,9 @@ def test_create_get_update_delete(client: TestClient, tenant: Tenant, setup: dic
         ({"sync_mode": "replace"}, "sync_mode: "),
         ({"schedule": "every 4 hours"}, "schedule: 'every 4 hours' is not a 5-field cron"),
         ({"schedule": "0 */4 * * * *"}, "schedule: "),
+        # croniter accepts these, Dagster cannot build them (the whole code location failed)
+        ({"schedule": "0 0 31 2 *"}, "schedule: "),
+        ({"schedule": "0 0 15W * *"}, "schedule: "),
         ({"field_mapping": []}, "field_mapping: map at least one field"),
         ({"field_mapping": [{"source_column": "ltv", "destination_field": "x"}]},
          "field_mapping[0].source_column: 'ltv' is neither a column of model customers"),

@@ -99,7 +99,9 @@ def export(tmp_path: Path) -> dict:
             for slug, status, schedule in (("hourly", "active", "0 * * * *"),
                                            ("paused", "paused", "*/5 * * * *"),
                                            ("manual", "active", None),
-                                           ("broken_cron", "active", "every tuesday")):  # fmt: skip
+                                           ("broken_cron", "active", "every tuesday"),
+                                           # croniter accepts it, Dagster refuses to build it
+                                           ("february_31", "active", "0 0 31 2 *")):  # fmt: skip
                 session.add(Sync(workspace_id=ws.id, audience_id=buyers.id,
                                  destination_id=dest.id, name=f"sync {slug}", slug=slug,
                                  sync_mode="mirror", schedule=schedule, status=status,
@@ -121,7 +123,7 @@ def test_keys_groups_deps_and_kinds(export: dict) -> None:
     for ws in ("acme", "globex"):
         assert {f"{ws}/audiences/high_value", f"{ws}/audiences/high_value_electronics_buyers",
                 f"{ws}/syncs/hourly", f"{ws}/syncs/paused", f"{ws}/syncs/manual",
-                f"{ws}/syncs/broken_cron"} <= keys  # fmt: skip
+                f"{ws}/syncs/broken_cron", f"{ws}/syncs/february_31"} <= keys  # fmt: skip
         buyers = graph.get(dg.AssetKey([ws, "audiences", "high_value_electronics_buyers"]))
         # dbt models it reads (parent + related through the relationship) and the audience
         # it references.

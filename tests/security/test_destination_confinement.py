@@ -220,3 +220,73 @@ def test_connection_tests_give_up_at_their_deadline(
         outcome = check()
         assert not outcome.ok
         assert time.monotonic() - started < 6, outcome.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # duckdb-engine turns query keys into unescaped SET statements: arbitrary SQL.
+        "duckdb:///:memory:?threads%3D1%3BSELECT%20error((SELECT%20content%20FROM%20"
+        "read_text('/etc/hostname')))%3BSET%20threads=1",
+        "duckdb:///db/x.duckdb?threads=1",
+        "sqlite:///db/x.sqlite?timeout=abc",  # driver options, a 500 before
+    ],
+)
+def test_file_database_urls_take_no_query_string(
+    client: TestClient, tenant: Tenant, url: str
+) -> None:
+    for response in (
+        create(client, tenant, "postgres", {"url": url, "table": "t"}),
+        check_unsaved(client, tenant, "postgres", {"url": url, "table": "t"}),
+    ):
+        assert response.status_code == 400, response.text
+        assert "takes no query parameters" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        # libpq parameters that move the connection (and a stored password) elsewhere
+        ("postgresql://u:p@127.0.0.1:5432/db?hostaddr=10.0.0.1", "'hostaddr' is not allowed"),
+        ("postgresql://u:p@127.0.0.1:5432/db?port=6543", "'port' is not allowed"),
+        ("postgresql://u:p@127.0.0.1/db?host=evil.example", "'host' is not allowed"),
+        ("postgresql://u:p@127.0.0.1/db?service=prod", "'service' is not allowed"),
+        # files of this server
+        ("postgresql://u:p@127.0.0.1/db?passfile=/root/.pgpass", "'passfile' is not allowed"),
+        ("postgresql://u:p@127.0.0.1/db?sslkey=/etc/ssl/private/k", "'sslkey' is not allowed"),
+        # a local socket (peer authentication as the server's user), a host list
+        ("postgresql://u@%2Fvar%2Frun%2Fpostgresql/db", "one network host"),
+        ("postgresql://u@/db", "needs a host"),
+        ("postgresql://u:p@a.example,b.example/db", "one network host"),
+        ("postgresql://u:p@h:5432,5433/db", "not a SQLAlchemy database URL"),
+        # other engines and missing drivers: 400, not 500
+        ("mysql://u:p@127.0.0.1/db", "unknown database scheme"),
+        ("postgresql+pg8000://u:p@127.0.0.1/db", "is not installed"),
+    ],
+)
+def test_postgres_urls_connect_to_their_host_only(
+    client: TestClient, tenant: Tenant, url: str, error: str
+) -> None:
+    response = create(client, tenant, "postgres", {"url": url, "table": "t"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("config.url: ") and error in response.text
+    how = "postgresql://u:p@127.0.0.1:9/db?sslmode=disable&connect_timeout=2"
+    assert create(client, tenant, "postgres", {"url": how, "table": "t"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ({"url": "https://example.invalid:99999/x"}, "config.url: not a valid port"),
+        ({"url": "https://example.invalid:abc/x"}, "config.url: not a valid port"),
+        ({"url": "https://h.example/x", "headers": {"X-A\r\nInjected": "1"}}, "header name"),
+        ({"url": "https://h.example/x", "headers": {"X-A": "1\r\nInjected: 2"}}, "ASCII"),
+        ({"url": "https://h.example/x", "headers": {"X-A": "caf\u00e9"}}, "ASCII"),
+    ],
+)
+def test_webhook_urls_and_headers_are_checked_when_saved(
+    client: TestClient, tenant: Tenant, config: dict, error: str
+) -> None:
+    response = create(client, tenant, "webhook", config)
+    assert response.status_code == 400, response.text
+    assert error in response.json()["error"]

@@ -277,3 +277,28 @@ def catalog_engine_dispose(url: str) -> None:
     from composable_dagster.catalog.db import catalog_engine
 
     catalog_engine(url).dispose()  # checkpoints the WAL into the database file
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # SQLAlchemy reads a password up to the first "@", slashes included.
+        ("postgresql://app:{s}/x@127.0.0.1:9/db", "postgresql://app:********@127.0.0.1:9/db"),
+        # A parameter name is decoded before it is read: p%61ssword is password.
+        ("postgresql://app@127.0.0.1:9/db?p%61ssword={s}",
+         "postgresql://app@127.0.0.1:9/db?p%61ssword=********"),
+    ],
+)  # fmt: skip
+def test_postgres_passwords_are_masked_as_sqlalchemy_reads_them(
+    client: TestClient, tenant: Tenant, settings: Settings, url: str, shown: str
+) -> None:
+    value = secret()
+    response = client.post(
+        tenant.url("/destinations"),
+        json={"name": "pg", "destination_type": "postgres",
+              "config": {"url": url.format(s=value), "table": "t"}},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    assert response.json()["config"]["url"] == shown and value not in response.text
+    assert value in stored_config(settings, response.json()["id"]).url  # the run still has it
