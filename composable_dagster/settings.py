@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     sql_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="Longest a query of workspace SQL the API runs (preview, estimate, column "
-        "discovery) may take: PostgreSQL's statement_timeout; DuckDB queries are interrupted",
+        description="Longest all the queries of workspace SQL of one API request (preview, "
+        "estimate, explain, column discovery) may take together; then they are cancelled",
+    )
+    run_sql_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Longest one statement of a run may take in the activation store (an "
+        "audience's materialization, a sync's plan): workspace SQL runs there while the "
+        "store's writer lock, shared by every workspace's runs, is held",
     )
     max_body_bytes: int = Field(
         default=1_048_576,

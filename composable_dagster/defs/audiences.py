@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import CatalogSchema, compile_members
 from composable_dagster.warehouse.activation import MembershipChange
 
@@ -83,9 +84,17 @@ def build_audience_asset(spec: AudienceAssetSpec) -> dg.AssetsDefinition:
             audience_id=spec.audience_id,
             null_keys=True,  # counted and reported, never members
         )
-        change = store.replace_members(
-            audience_id=spec.audience_id, members=compiled.expression, row_hashes=spec.row_hashes
-        )
+        try:
+            change = store.replace_members(
+                audience_id=spec.audience_id,
+                members=compiled.expression,
+                row_hashes=spec.row_hashes,
+            )
+        except WarehouseError as err:
+            # The engine's message without hints naming the activation store, or the run
+            # timeout that cancelled the query. Not chained: Dagster stores an error's
+            # causes with the run, and the engine's own text has those hints.
+            raise dg.Failure(description=f"{spec.name}: {err}") from None
         duration = time.monotonic() - started
         context.log.info(
             f"{spec.name}: {change.member_count} members "

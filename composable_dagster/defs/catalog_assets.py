@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
-import sqlglot
 from sqlglot import exp
 
 from composable_dagster.catalog.export import CatalogRows
@@ -32,6 +31,7 @@ from composable_dagster.filters import (
     referenced_ids,
     referenced_model_ids,
 )
+from composable_dagster.filters.user_sql import parse_select
 from composable_dagster.sync.engine import SafetyConfig, SyncJob
 from composable_dagster.sync.plan import SyncMode, membership_row_hash, resolve_field_mapping
 from composable_dagster.sync.splits import GroupShare, split_ranges
@@ -63,7 +63,8 @@ def catalog_definitions(
         rows: The catalog export the definitions are built from.
         table_assets: Warehouse tables produced by assets (dbt models), so audiences depend
             on the asset that builds each table they read.
-        dialect: The warehouse's SQL dialect (shown as the audience assets' kind).
+        dialect: The warehouse's SQL dialect (model SQL is read in it for the assets' deps;
+            shown as the audience assets' kind).
         max_member_drop: Largest share of members an audience may lose in one
             materialization before its blocking check stops its syncs.
         activation: Where the assets store memberships and snapshots.
@@ -99,7 +100,7 @@ def catalog_definitions(
         row_hashes = _row_hashes_by_audience(
             [job for job, _problem in jobs_by_sync.values() if job is not None], dialect=dialect
         )
-        model_deps = {m.id: _model_assets(m, table_assets) for m in models}
+        model_deps = {m.id: _model_assets(m, table_assets, dialect=dialect) for m in models}
         audience_keys = {a.id: audience_key(workspace.slug, a.slug) for a in audiences}
         for audience in audiences:
             try:
@@ -220,17 +221,17 @@ def _row_hashes_by_audience(
 
 
 def _model_assets(
-    model: Model, table_assets: Mapping[TableName, dg.AssetKey]
+    model: Model, table_assets: Mapping[TableName, dg.AssetKey], *, dialect: str
 ) -> Sequence[dg.AssetKey]:
     """The assets that build the tables a model reads (its table, or its query's tables)."""
     if model.model_type == "table" and model.source_table:
         names: list[TableName] = [(model.source_schema, model.source_table)]
     else:
         try:
-            parsed = sqlglot.parse_one(model.sql_query or "", dialect="duckdb")
-        # Tokenizer errors and SQL nested beyond the parser's stack too: loading must not fail.
-        except (sqlglot.errors.SqlglotError, RecursionError):
-            return []
+            # The one parser of workspace SQL: bounded, so no stored query can fail the load.
+            parsed = parse_select(model.sql_query or "", dialect=dialect, field="sql_query")
+        except FilterError:
+            return []  # its audiences fail at materialization, with the parser's reason
         names = [(t.db or None, t.name) for t in parsed.find_all(exp.Table)]
     keys = []
     for schema, table in names:

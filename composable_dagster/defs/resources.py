@@ -36,12 +36,14 @@ class ActivationStoreResource(dg.ConfigurableResource):
     home: str
     warehouse_url: str
     memory_limit: str | None = None
+    run_sql_timeout_seconds: float | None = None  # per statement; None: no limit
 
     def store(self) -> ActivationStore:
         return ActivationStore(
             warehouse_url=self.warehouse_url,
             home=Path(self.home),
             memory_limit=self.memory_limit or None,
+            run_sql_timeout_seconds=self.run_sql_timeout_seconds,
         )
 
 
@@ -87,4 +89,5 @@ def activation_resource(settings: Settings) -> ActivationStoreResource:
         home=str(settings.home_dir),
         warehouse_url=from_environment(settings.resolved_warehouse_url, "COMPOSABLE_WAREHOUSE_URL"),
         memory_limit=settings.activation_memory_limit,
+        run_sql_timeout_seconds=settings.run_sql_timeout_seconds,
     )

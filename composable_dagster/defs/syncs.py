@@ -97,7 +97,9 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
                 description=f"safety stop: {err}", metadata={"safety_stop": str(err)}
             ) from err
         except DomainError as err:
-            raise dg.Failure(description=str(err)) from err
+            # `from None`: Dagster stores an exception's causes with the run, and the
+            # engine's own message (below ours) may name what a tenant must not see.
+            raise dg.Failure(description=str(err)) from None
         context.log.info(
             f"{spec.name}: +{report.added} ~{report.updated} -{report.removed} "
             f"failed {report.failed} in {report.seconds:.2f} s"

@@ -11,29 +11,44 @@ reaches only warehouse tables. What a query may not do, per dialect (`RULES`, da
 - use a file path or URL as a table (DuckDB reads ``FROM '/etc/passwd'`` as a file);
 - name another database (a catalog-qualified name), a reserved schema (our activation
   store, the system catalogs) or a system relation (``pg_class``, ``duckdb_tables``);
-- call a scalar function that reaches files, settings, sequences or other databases.
+- call a scalar function that reaches files, settings, secrets, sequences, the catalog or
+  other databases, runs SQL text or plans, or sleeps; on DuckDB, call any function that is
+  not on the reviewed list of its built-in ones (`SqlRules.allowed_functions`);
+- nest deeper than `MAX_NESTING` levels of brackets, CASE and unary operators (counted over
+  sqlglot's tokens, before its recursive parser runs) or `MAX_DEPTH` levels of expressions,
+  so whether a query is accepted never depends on how deep the caller's stack is;
+- be something sqlglot parses but cannot render for the dialect.
 
 The engine itself is sandboxed too (warehouse/sandbox.py, read-only PostgreSQL sessions);
 this parser is what stops reads of files the sandbox must keep open (the database files
 themselves) and of tables that share the engine. Every refusal is a `FilterError` naming
-the field, answered 400. Only what sqlglot renders from the checked tree ever runs.
+the field, answered 400. Only what sqlglot renders from the checked tree ever runs, and
+`parse_select` renders it once itself, so that rendering cannot fail later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ErrorLevel, SqlglotError
+from sqlglot.tokens import Token, TokenType
 
 from composable_dagster.filters.errors import FilterError
 
 # Characters of file paths, URLs and globs: no warehouse table name needs them.
 _PATH_CHARACTERS = frozenset("/\\:.*?[]{}~")
 _SHOWN_CHARACTERS = 80  # of a refused construct, in the message
+# sqlglot's parser and generator recurse once (or a few frames) per level: at these bounds a
+# query needs a few hundred frames at most, so the answer is the same at any call depth.
+MAX_NESTING = 64  # brackets, CASE ... END and unary operators (NOT NOT ..., - - ...)
+MAX_DEPTH = 128  # levels of expressions, as the generator recurses over them
+_OPENING = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSING = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+_UNARY = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +81,13 @@ class SqlRules:
     """What workspace SQL of one dialect may reach."""
 
     table_functions: Names  # allowed as FROM items: data generators without I/O
-    denied_functions: Names  # anywhere in the query
+    denied_functions: Names  # anywhere in the query, by any name the call goes by
     reserved_schemas: Names
     system_relations: Names  # system catalog tables and views, whatever their schema
     catalog_names: bool  # whether catalog.schema.table may name another database
+    # Functions sqlglot does not know (it parses them as anonymous calls) that may be called;
+    # None: any that is not denied.
+    allowed_functions: Names | None = None
 
 
 _COMMON = SqlRules(
@@ -82,16 +100,92 @@ _COMMON = SqlRules(
     catalog_names=True,
 )
 
-# DuckDB: environment and settings, and every table function, should one be called as a
-# scalar (files, globs, SQL strings, catalog listings, other engines' scanners).
+# DuckDB, reviewed against `SELECT function_name FROM duckdb_functions()` of DuckDB 2.0.1.
+# Denied, by what they reach (refused whatever name sqlglot gives them):
 _DUCKDB_DENIED = names(
-    "getenv", "getvariable", "which_secret", "glob", "query", "query_table", "sniff_csv",
-    "json_execute_serialized_sql", "import_database", "copy_database", "checkpoint",
-    "force_checkpoint", "seq_scan", "arrow_scan*", "pandas_scan", "python_*", "read_*",
-    "duckdb_*", "pragma_*", "parquet_*", "sqlite_*", "iceberg_*", "delta_*", "postgres_*",
-    "mysql_*", "icu_*", "test_*", "enable_*", "disable_*",
+    # SQL text or plans, run or bound by the engine (the binder reads any table for them)
+    "query", "query_table", "json_serialize_*", "json_deserialize_*", "json_execute_*",
+    "current_query", "current_query_id",
+    # settings, variables, secrets, the session and the catalog
+    "getenv", "getvariable", "which_secret", "setseed", "version", "current_database",
+    "current_catalog", "current_schema", "current_schemas", "current_user", "current_role",
+    "session_user", "user", "in_search_path", "get_block_size", "current_connection_id",
+    "current_transaction_id", "txid_current", "index_key", "stats", "col_description",
+    "obj_description", "shobj_description", "format_pg_type", "format_type",
+    "map_to_pg_oid", "map_type_id_to_pg_oid", "has_*", "inet_*", "pg_*",
+    # files, logs, other engines' scanners and table functions called as scalars
+    "glob", "sniff_csv", "read_*", "parquet_*", "sqlite_*", "iceberg_*", "delta_*",
+    "postgres_*", "mysql_*", "arrow_scan*", "pandas_scan", "python_*", "seq_scan",
+    "import_database", "copy_database", "checkpoint", "force_checkpoint", "write_log",
+    "parse_duckdb_log_message", "truncate_duckdb_logs", "duckdb_*", "pragma_*", "test_*",
+    "enable_*", "disable_*", "icu_calendar_names", "summary", "repeat_row",
+    "create_external_resource", "register_external_resource*", "deregister_external_resource",
+    "destroy_external_resource", "add_grammar_extension", "remove_grammar_extension",
+    # time: a query that sleeps holds the run's writer lock (and a connection) for nothing
+    "sleep_ms",
+    # aggregate states and engine-internal bytes, decoded from values the query makes up
+    "finalize", "combine", "combine_aggr", "to_aggregate_state", "variant_bytes_to_variant",
+    "variant_to_parquet_variant", "variant_comparator", "__*",
 )  # fmt: skip
-_DUCKDB_SYSTEM = names("duckdb_*", "pg_*", "sqlite_master", "sqlite_schema", "sqlite_temp_*")
+# Allowed: the rest of its built-in scalar, aggregate and window functions, by family. A
+# function a later DuckDB adds stays refused until it is reviewed and listed here.
+_DUCKDB_FUNCTIONS = names(
+    # families: lists and arrays, maps, structs, unions, enums, JSON, geometry, variants
+    "list_*", "array_*", "map_*", "struct_*", "union_*", "enum_*", "json_*", "st_*",
+    "variant_*", "regexp_*", "str_*", "string_*", "jaro_*", "collate_*", "icu_collate_*",
+    "date*", "epoch*", "make_*", "to_*", "timezone*", "uuid*", "md5*", "sha*", "bit*",
+    "format*", "parse_*", "regr_*", "arg_*", "approx_*", "quantile*", "stddev*", "var_*",
+    "covar_*", "kurtosis*",
+    # numbers
+    "abs", "acos", "acosh", "add", "asin", "asinh", "atan", "atan2", "atanh", "bin", "binom",
+    "cbrt", "ceil", "ceiling", "cos", "cosh", "cot", "decimal_division", "degrees", "divide",
+    "equi_width_bins", "even", "exp", "factorial", "fdiv", "floor", "fmod", "gamma", "gcd",
+    "greatest", "greatest_common_divisor", "hex", "isfinite", "isinf", "isnan", "lcm",
+    "least", "least_common_multiple", "lgamma", "ln", "log", "log10", "log2", "mod",
+    "multiply", "nextafter", "pi", "pow", "power", "radians", "random", "round", "round_even",
+    "roundbankers", "sign", "signbit", "sin", "sinh", "sqrt", "subtract", "tan", "tanh",
+    "trunc", "unbin", "unhex", "xor", "get_bit", "set_bit", "hash",
+    # text
+    "ascii", "bar", "base64", "char_length", "character_length", "chr", "concat",
+    "concat_ws", "contains", "damerau_levenshtein", "decode", "editdist3", "encode",
+    "ends_with", "from_base64", "from_binary", "from_hex", "hamming", "ilike_escape", "instr",
+    "jaccard", "lcase", "left", "left_grapheme", "len", "length", "length_grapheme",
+    "levenshtein", "like_escape", "lower", "lpad", "ltrim", "mismatches", "nfc_normalize",
+    "not_ilike_escape", "not_like_escape", "octet_length", "ord", "overlay", "position",
+    "prefix", "printf", "repeat", "replace", "reverse", "right", "right_grapheme", "rpad",
+    "rtrim", "split", "split_part", "starts_with", "strftime", "strip_accents", "strlen",
+    "strpos", "strptime", "substr", "substring", "substring_grapheme", "suffix", "translate",
+    "trim", "try_strptime", "ucase", "unicode", "upper", "url_decode", "url_encode",
+    "hive_partition_component", "path_join", "icu_sort_key", "create_sort_key",
+    # dates and times (the clock of the query's transaction)
+    "age", "ago", "century", "current_date", "current_localtime", "current_localtimestamp",
+    "day", "dayname", "dayofmonth", "dayofweek", "dayofyear", "days_in_month", "decade",
+    "era", "get_current_time", "get_current_timestamp", "hour", "isodow", "isoyear",
+    "julian", "last_day", "microsecond", "millennium", "millisecond", "minute", "month",
+    "monthname", "nanosecond", "normalized_interval", "now", "quarter", "second",
+    "time_bucket", "today", "transaction_timestamp", "week", "weekday", "weekofyear",
+    "year", "yearweek",
+    # lists, structs, maps, JSON and types outside the families
+    "aggregate", "apply", "cardinality", "element_at", "filter", "flatten", "from_json",
+    "from_json_strict", "generate_subscripts", "grade_up", "json", "map", "range", "reduce",
+    "remap_struct", "row", "row_to_json", "unpack", "alias", "can_cast_implicitly",
+    "cast_to_type", "get_type", "make_type", "replace_type", "typeof", "vertex_extract",
+    # conditions, errors, random values
+    "assert_true", "error", "if", "invoke", "nullif", "switch", "gen_random_uuid",
+    # aggregates
+    "any_value", "arbitrary", "argmax", "argmin", "avg", "bool_and", "bool_or", "corr",
+    "count", "count_if", "count_star", "countif", "decimal_average", "entropy", "favg",
+    "first", "fsum", "geomean", "geometric_mean", "group_concat", "histogram",
+    "histogram_exact", "is_histogram_other_bin", "kahan_sum", "last", "list", "listagg",
+    "lttb", "mad", "max", "max_by", "mean", "median", "min", "min_by", "mode", "product",
+    "reservoir_quantile", "sem", "skewness", "sum", "sum_no_overflow", "sumkahan",
+    "variance", "wavg", "weighted_avg",
+    # window functions
+    "cume_dist", "dense_rank", "fill", "first_value", "lag", "last_value", "lead",
+    "nth_value", "ntile", "percent_rank", "rank", "rank_dense", "row_number",
+)  # fmt: skip
+_DUCKDB_SYSTEM = names("duckdb_*", "pg_*", "pragma_*", "sqlite_master", "sqlite_schema",
+                       "sqlite_temp_*")  # fmt: skip
 _DUCKDB = SqlRules(
     table_functions=names("range", "generate_series", "unnest"),
     denied_functions=_COMMON.denied_functions | _DUCKDB_DENIED,
@@ -99,6 +193,7 @@ _DUCKDB = SqlRules(
     reserved_schemas=_COMMON.reserved_schemas | names("activation", "system", "temp", "memory"),
     system_relations=_DUCKDB_SYSTEM,
     catalog_names=False,
+    allowed_functions=_DUCKDB_FUNCTIONS,
 )
 
 _POSTGRES_TABLE_FUNCTIONS = names(
@@ -110,13 +205,14 @@ _POSTGRES_TABLE_FUNCTIONS = names(
     "string_to_table",
 )  # fmt: skip
 # pg_*: server files (pg_read_file, pg_ls_dir, pg_stat_file), other sessions
-# (pg_terminate_backend), locks and sleeps (pg_advisory_lock, pg_sleep), the server itself
+# (pg_terminate_backend), locks and sleeps (pg_advisory_lock, pg_sleep*), the server itself
 # (pg_reload_conf). lo_*: server files through large objects. dblink: other databases.
-# *_to_xml, ts_stat, ts_rewrite, crosstab, connectby: run a SQL string.
+# *_to_xml, ts_stat, ts_rewrite, crosstab, connectby: run a SQL string. xml*, xpath*:
+# libxml2 on input the query makes up (an XPath it rejects is an internal error, 502).
 _POSTGRES_DENIED = names(
     "pg_*", "lo_*", "loread", "lowrite", "dblink*", "query_to_xml*", "table_to_xml*",
     "cursor_to_xml*", "schema_to_xml*", "database_to_xml*", "ts_stat", "ts_rewrite",
-    "crosstab*", "connectby", "binary_upgrade_*", "txid_current*",
+    "crosstab*", "connectby", "binary_upgrade_*", "txid_current*", "xml*", "xpath*",
 )  # fmt: skip
 _POSTGRES = SqlRules(
     table_functions=_POSTGRES_TABLE_FUNCTIONS,
@@ -137,6 +233,11 @@ _STATEMENTS: tuple[type[exp.Expression], ...] = (
     exp.TruncateTable, exp.Comment, exp.Declare, exp.Execute,
 )  # fmt: skip
 _PARAMETERS = (exp.Placeholder, exp.Parameter, exp.SessionParameter)
+# sqlglot's generic aggregate forms render a function named by an argument, not as typed:
+# `ANONYMOUS_AGG_FUNC(f, x)` names whatever `f` says.
+_NAMED_BY_ARGUMENT = (
+    exp.AnonymousAggFunc, exp.CombinedAggFunc, exp.ParameterizedAgg, exp.CombinedParameterizedAgg
+)  # fmt: skip
 
 
 def rules_for(dialect: str) -> SqlRules:
@@ -154,20 +255,40 @@ def parse_select(sql: str, *, dialect: str, field: str, what: str | None = None)
         what: Prefix of the messages (e.g. `model big spenders`), for SQL stored elsewhere.
 
     Raises:
-        FilterError: The SQL does not parse, is not one query, or reaches beyond the
-            warehouse's tables (see the module docstring).
+        FilterError: The SQL does not parse, nests too deeply, is not one query, reaches
+            beyond the warehouse's tables, or cannot be rendered for the dialect (see the
+            module docstring).
     """
     checker = _Checker(rules_for(dialect), dialect=dialect, field=field, what=what)
+    engine = Dialect.get_or_raise(dialect)
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        tokens = engine.tokenize(sql)
+        # The parser recurses once per level of nesting: bound it before it runs.
+        if _nesting(tokens) > MAX_NESTING:
+            checker.refuse(
+                f"nested too deeply: more than {MAX_NESTING} levels of parentheses, brackets, "
+                "CASE or unary operators"
+            )
+        statements = [s for s in engine.parser().parse(tokens, sql) if s is not None]
     except SqlglotError as err:  # ParseError and the tokenizer's TokenError alike
         checker.refuse(f"not valid SQL: {_syntax_error(err)}")
-    except RecursionError:
+    except RecursionError:  # a construct the bounds above do not count
         checker.refuse("not valid SQL: nested too deeply")
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         checker.refuse("must be exactly one SELECT statement")
-    checker.check(statements[0])
-    return statements[0]
+    query = statements[0]
+    if _depth(query) > MAX_DEPTH:
+        checker.refuse(f"nested too deeply: expressions more than {MAX_DEPTH} levels deep")
+    try:
+        # What runs is sqlglot's rendering: one that fails (or knows it is wrong) fails here,
+        # not later in a compiler or a run.
+        query.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+    except RecursionError:
+        checker.refuse("not valid SQL: nested too deeply")
+    except Exception as err:  # sqlglot's generators raise whatever their code hits
+        checker.refuse(f"cannot be run on {dialect}: {_first_line(err)}")
+    checker.check(query)
+    return query
 
 
 def table_reference(
@@ -220,15 +341,29 @@ class _Checker:
                 if not any(n in allowed for n in _function_names(function, self.dialect)):
                     self.refuse_construct(function, "workspace SQL may not call table functions")
             if isinstance(node, exp.Func):
-                denied = self.rules.denied_functions
-                if any(n in denied for n in _function_names(node, self.dialect, rendered=False)):
-                    self.refuse_construct(
-                        node,
-                        "workspace SQL may not call functions that reach files, settings, "
-                        "sequences or other databases",
-                    )
+                self.check_function(node)
             if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
                 self.check_qualifier(node)
+
+    def check_function(self, function: exp.Func) -> None:
+        if isinstance(function, _NAMED_BY_ARGUMENT):
+            self.refuse_construct(
+                function, "workspace SQL may not call sqlglot's internal function forms"
+            )
+        if any(n in self.rules.denied_functions for n in _function_names(function, self.dialect)):
+            self.refuse_construct(
+                function,
+                "workspace SQL may not call functions that reach files, settings, sequences, "
+                "the catalog or other databases, run SQL text, parse XML or sleep",
+            )
+        allowed = self.rules.allowed_functions
+        anonymous = isinstance(function, exp.Anonymous)
+        if allowed is not None and anonymous and function.name not in allowed:
+            self.refuse_construct(
+                function,
+                f"{function.name} is not one of the {self.dialect} built-in functions "
+                "workspace SQL may call",
+            )
 
     def check_table(self, table: exp.Table) -> None:
         catalog, db = table.args.get("catalog"), table.args.get("db")
@@ -276,15 +411,14 @@ def _from_item_functions(node: exp.Expression) -> Iterator[exp.Func]:
     yield from (c for c in candidates if isinstance(c, exp.Func))
 
 
-def _function_names(function: exp.Func, dialect: str, *, rendered: bool = True) -> set[str]:
-    """The names a function call goes by: as typed, sqlglot's own, and (`rendered`) as the
-    dialect spells it (DuckDB's `range(3)` parses as GenerateSeries)."""
+def _function_names(function: exp.Func, dialect: str) -> set[str]:
+    """The names a function call goes by: as typed, sqlglot's own, and as the dialect spells
+    it (DuckDB's `range(3)` parses as GenerateSeries)."""
     if isinstance(function, exp.Anonymous):
         return {function.name.lower()}
     found = {n.lower() for n in type(function).sql_names()}
-    if rendered:
-        head = function.sql(dialect=dialect).split("(", 1)[0]
-        found.add(head.strip().strip('"').lower())
+    head = function.sql(dialect=dialect).split("(", 1)[0]
+    found.add(head.strip().strip('"').lower())
     return found
 
 
@@ -298,6 +432,37 @@ def _syntax_error(err: SqlglotError) -> str:
     if isinstance(cause, SqlglotError) and str(cause):
         return f"{lines[0]} ({str(cause).splitlines()[0]})"
     return lines[0]
+
+
+def _nesting(tokens: Sequence[Token]) -> int:
+    """The deepest nesting of brackets, CASE ... END and runs of unary operators."""
+    deepest = depth = run = 0
+    for token in tokens:
+        kind = token.token_type
+        if kind in _OPENING:
+            depth += 1
+        elif kind in _CLOSING:
+            depth = max(0, depth - 1)
+        run = run + 1 if kind in _UNARY else 0
+        deepest = max(deepest, depth + run)
+    return deepest
+
+
+def _depth(query: exp.Expression) -> int:
+    """How deep sqlglot recurses to render `query`: a level per node, except along a chain
+    of one binary operator or set operation (`a OR b OR c`), which it renders in a loop."""
+    deepest, stack = 0, [(query, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        chain = isinstance(node, (exp.Binary, exp.SetOperation))
+        for child in node.iter_expressions():
+            stack.append((child, depth if chain and type(child) is type(node) else depth + 1))
+    return deepest
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _shown(node: exp.Expression, dialect: str) -> str:

@@ -8,6 +8,14 @@
   set work runs where the data is.
 
 Heavy set work (diffs of memberships) is SQL in the engine; nothing is loaded into Python.
+
+Run workers execute workspace SQL here (the materialization's CREATE TABLE AS, the sync
+plan's reads of the parent model), on DuckDB while holding the writer lock that every
+workspace's runs share: each statement of the store gets `run_sql_timeout_seconds`
+(PostgreSQL's statement_timeout; on DuckDB an interrupt from a timer), so one workspace's
+query delays the others' by that much at most. An engine error leaves `transaction()` as a
+`WarehouseError` whose message names no part of the store and, for a cancelled statement,
+names the timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import fcntl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,9 +33,17 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 from sqlglot import exp
 
+from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import PARENT_ALIAS
 from composable_dagster.filters.compile import count_star
-from composable_dagster.warehouse.connection import LITERAL_SQL, Warehouse
+from composable_dagster.warehouse.connection import (
+    LITERAL_SQL,
+    STATEMENT_TIMEOUT_SQLSTATE,
+    Deadline,
+    Warehouse,
+    engine_message,
+    set_statement_timeout,
+)
 from composable_dagster.warehouse.fingerprints import (
     change_kind,
     differs,
@@ -43,6 +59,7 @@ WAREHOUSE_ALIAS = "warehouse"
 MEMBERSHIP_STATS = "membership_stats"  # per audience: version, log reach, keyless rows
 # Materializations the membership log keeps: a sync that fell further behind diffs in full.
 MEMBERSHIP_LOG_VERSIONS = 30
+_STATEMENT_TIMER = "composable_statement_timer"  # the running statement's, in Connection.info
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +85,26 @@ class MembershipStats:
 
 
 class ActivationStore:
-    """Where memberships live; `transaction()` is the only way in."""
+    """Where memberships live; `transaction()` is the only way in.
 
-    def __init__(self, *, warehouse_url: str, home: Path, memory_limit: str | None = None) -> None:
+    `run_sql_timeout_seconds`: the longest one statement may take (None: no limit); the code
+    location passes COMPOSABLE_RUN_SQL_TIMEOUT_SECONDS.
+    """
+
+    def __init__(
+        self,
+        *,
+        warehouse_url: str,
+        home: Path,
+        memory_limit: str | None = None,
+        run_sql_timeout_seconds: float | None = None,
+    ) -> None:
         self.warehouse = Warehouse(warehouse_url, read_only=True)
         self.dialect = self.warehouse.dialect
         self.home = home
         # DuckDB caches up to 80% of RAM by default; a limit makes it spill to disk instead.
         self.memory_limit = memory_limit
+        self.run_sql_timeout_seconds = run_sql_timeout_seconds or None
         if self.dialect == "duckdb":
             self.path = home / f"{ACTIVATION_CATALOG}.duckdb"
             self.url = f"duckdb:///{self.path}"
@@ -112,14 +141,36 @@ class ActivationStore:
             enter_sandbox(dbapi_connection, before_lock=_attach_warehouse)
 
         sa.event.listen(engine, "connect", _sandboxed)
+        if self.run_sql_timeout_seconds:
+            _time_statements(engine, self.run_sql_timeout_seconds)
         return engine
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        """One transaction on the store; on DuckDB, also the store's single-writer lock."""
-        with self._writer_lock(), self.engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql()}")
-            yield conn
+        """One transaction on the store; on DuckDB, also the store's single-writer lock.
+
+        Raises:
+            WarehouseError: A statement failed or took longer than the run timeout.
+        """
+        try:
+            with self._writer_lock(), self.engine.begin() as conn:
+                if self.path is None:
+                    set_statement_timeout(conn, self.run_sql_timeout_seconds)
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql()}")
+                yield conn
+        except sa.exc.DBAPIError as err:
+            raise self._failure(err) from err
+
+    def _failure(self, err: sa.exc.DBAPIError) -> WarehouseError:
+        """A store statement's failure, as a run reports it."""
+        state = str(getattr(err.orig, "sqlstate", None) or "")
+        interrupted = type(err.orig).__name__ == "InterruptException"  # only our timer does
+        if interrupted or (state == STATEMENT_TIMEOUT_SQLSTATE and "timeout" in str(err.orig)):
+            return WarehouseError(
+                f"a statement of the run took longer than {self.run_sql_timeout_seconds:g} s "
+                "and was cancelled (COMPOSABLE_RUN_SQL_TIMEOUT_SECONDS)"
+            )
+        return WarehouseError(engine_message(err))
 
     def table(self, name: str) -> exp.Table:
         """A table of ours, fully qualified for this engine."""
@@ -418,6 +469,32 @@ class ActivationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _process_lock(self.path.with_suffix(".lock")):
             yield
+
+
+def _time_statements(engine: sa.Engine, seconds: float) -> None:
+    """Interrupt any statement of a DuckDB `engine` after `seconds` (PostgreSQL sessions have
+    statement_timeout; DuckDB has no such setting). Arrow streams the sync engine reads from
+    the raw connection are not statements here: they last as long as their delivery."""
+    if engine.dialect.name != "duckdb":
+        return
+
+    def start(conn: sa.Connection, *_statement: Any) -> None:
+        timer = ExitStack()
+        timer.enter_context(Deadline(seconds).interrupting(conn.connection.driver_connection))
+        conn.info[_STATEMENT_TIMER] = timer
+
+    def stop(conn: sa.Connection, *_statement: Any) -> None:
+        timer = conn.info.pop(_STATEMENT_TIMER, None)
+        if timer is not None:
+            timer.close()
+
+    def failed(context: sa.engine.ExceptionContext) -> None:
+        if context.connection is not None:
+            stop(context.connection)
+
+    sa.event.listen(engine, "before_cursor_execute", start)
+    sa.event.listen(engine, "after_cursor_execute", stop)
+    sa.event.listen(engine, "handle_error", failed)
 
 
 class _FileLock:

@@ -142,7 +142,7 @@ def preview_members(
         limit=limit,
         audience_id=audience_id,
     )
-    return warehouse.fetch(query.sql)
+    return warehouse.preview(query.expression)
 
 
 def explain_tree(

@@ -5,15 +5,21 @@ warehouse read-only and holds no connection between requests, because DuckDB let
 either written by one process or read by many, never both at once.
 
 Workspace SQL runs here, so every DuckDB connection enters the sandbox (warehouse/sandbox.py)
-and a read-only PostgreSQL session refuses writes and cancels statements after
-`sql_timeout_seconds`. A failure is a `WarehouseRejectedError` (400, naming the input the
-SQL came from) when the query is at fault, a `WarehouseError` (502) when the engine is.
+and PostgreSQL sessions are read-only. The queries of one handle (the API makes one per
+request) share one `Deadline` of `sql_timeout_seconds`: the running query is interrupted when
+it runs out, and PostgreSQL's statement_timeout is set to what is left. A failure is a
+`WarehouseRejectedError` (400, naming the input the SQL came from) when the query is at
+fault, a `WarehouseError` (502) when the engine is; engine messages lose the hints that name
+the activation store (`engine_message`). Values reach JSON through `json_value`, bounded.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import math
+import re
+import reprlib
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,8 +71,21 @@ _QUERY_FAULT_CLASSES = frozenset({"PermissionException"})
 # transaction (25006), a statement too complex (54). Lost connections, out of memory or
 # disk (08, 53, 57P) stay warehouse failures.
 _QUERY_FAULT_SQLSTATES = frozenset({"22", "23", "42", "0A", "25006", "54"})
-_STATEMENT_TIMEOUT_SQLSTATE = "57014"  # query_canceled; by statement_timeout, or an admin
+STATEMENT_TIMEOUT_SQLSTATE = "57014"  # query_canceled; by statement_timeout, or an admin
 _MESSAGE_CHARACTERS = 500
+
+
+# What one value may carry into a JSON response (docs/api.md, "Limits"); beyond, it is cut
+# and ends with TRUNCATED. DuckDB previews cut top-level values in SQL already (`preview`).
+MAX_VALUE_CHARACTERS = 10_000  # of text; of bytes as base64 (7,500 bytes)
+MAX_VALUE_BYTES = MAX_VALUE_CHARACTERS // 4 * 3
+MAX_VALUE_ITEMS = 1_000  # of a list, or entries of a map or struct
+MAX_VALUE_DEPTH = 32  # levels of lists, structs and maps; deeper ones become text
+TRUNCATED = "…[truncated]"
+# Deeper values as text: reprlib stops a few levels down and cuts long parts, so the text is
+# short and its recursion is bounded.
+_DEEP = reprlib.Repr()
+_DEEP.maxlevel, _DEEP.maxstring, _DEEP.maxother = 4, 200, 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,34 +99,61 @@ class QueryResult:
 
 
 def json_value(value: Any) -> Any:
-    """A warehouse value as JSON can carry it, without losing what it says.
+    """A warehouse value as JSON can carry it, without losing what it says, within bounds.
 
     Bytes (BLOB, bytea) become standard base64 text; Decimal its exact digits as text
     (`"1.50"`, `"NaN"`); NaN and the infinities of floats the text `"NaN"`, `"Infinity"`,
     `"-Infinity"` (JSON has no such numbers); dates and times ISO 8601 text; intervals
     ISO 8601 durations in days and seconds (`"P1DT7200S"`, `"-PT0.5S"`); UUIDs their text;
     lists, structs and maps the same, recursively (map keys as text); anything else `str()`.
+
+    Bounds: text keeps MAX_VALUE_CHARACTERS characters, bytes MAX_VALUE_BYTES, lists and
+    maps MAX_VALUE_ITEMS items; what is cut ends with TRUNCATED (a last item of a list, a
+    last key of a map). Values nested deeper than MAX_VALUE_DEPTH become short text.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    return _json(value, depth=0)
+
+
+def _json(value: Any, *, depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, float):
         if math.isfinite(value):
             return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
+        data = bytes(value)
+        encoded = base64.b64encode(data[:MAX_VALUE_BYTES]).decode("ascii")
+        return encoded + TRUNCATED if len(data) > MAX_VALUE_BYTES else encoded
     if isinstance(value, (Decimal, uuid.UUID)):
-        return str(value)
+        return _text(str(value))
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, timedelta):
         return _iso_duration(value)
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)) and depth >= MAX_VALUE_DEPTH:
+        return _text(_DEEP.repr(value))
     if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else str(json_value(k)): json_value(v)
-                for k, v in value.items()}  # fmt: skip
+        entries = {_key(k, depth): _json(v, depth=depth + 1)
+                   for k, v in itertools.islice(value.items(), MAX_VALUE_ITEMS)}  # fmt: skip
+        return entries | {TRUNCATED: None} if len(value) > MAX_VALUE_ITEMS else entries
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_value(v) for v in value]
-    return str(value)
+        items = [_json(v, depth=depth + 1) for v in itertools.islice(value, MAX_VALUE_ITEMS)]
+        return [*items, TRUNCATED] if len(value) > MAX_VALUE_ITEMS else items
+    return _text(str(value))
+
+
+def _key(key: Any, depth: int) -> str:
+    """A map key as JSON has them: text."""
+    return _text(key) if isinstance(key, str) else str(_json(key, depth=depth + 1))
+
+
+def _text(text: str) -> str:
+    if len(text) <= MAX_VALUE_CHARACTERS:
+        return text
+    return text[:MAX_VALUE_CHARACTERS] + TRUNCATED
 
 
 def _iso_duration(delta: timedelta) -> str:
@@ -124,8 +171,10 @@ class Warehouse:
     most estimate queries, so one connection is kept open while requests keep coming and
     closed after this much idle time, releasing the file for writers (dbt) again.
 
-    `sql_timeout_seconds` (PostgreSQL): the sessions' statement_timeout. `field` is the
-    input that `fetch` and `scalar` errors name (`for_field` gives a handle naming another).
+    `sql_timeout_seconds`: the time all queries of this handle (and of the handles
+    `for_field` makes from it) may take together, from the first one on: the API makes a
+    handle per request, so it is the request's budget. `field` is the input that `fetch`
+    and `scalar` errors name.
     """
 
     def __init__(
@@ -136,6 +185,7 @@ class Warehouse:
         hold_seconds: float = 0.0,
         sql_timeout_seconds: float | None = None,
         field: str = "query",
+        deadline: Deadline | None = None,
     ) -> None:
         self.url = sa.make_url(url)
         self.read_only = read_only
@@ -144,15 +194,18 @@ class Warehouse:
         self.hold_seconds = hold_seconds if self.dialect == "duckdb" and read_only else 0.0
         self.sql_timeout_seconds = sql_timeout_seconds
         self.field = field
+        self.deadline = deadline or Deadline(sql_timeout_seconds)
 
     def for_field(self, field: str) -> Warehouse:
-        """The same warehouse, whose refusals of `fetch` and `scalar` name `field`."""
+        """The same warehouse and deadline, whose refusals of `fetch` and `scalar` name
+        `field`."""
         return Warehouse(
             self.url.render_as_string(hide_password=False),
             read_only=self.read_only,
             hold_seconds=self.hold_seconds,
             sql_timeout_seconds=self.sql_timeout_seconds,
             field=field,
+            deadline=self.deadline,
         )
 
     @property
@@ -162,32 +215,44 @@ class Warehouse:
 
     @contextmanager
     def connect(self, *, field: str | None = None) -> Iterator[sa.Connection]:
-        """A connection; errors name `field` (default: this handle's) when the query is at
-        fault (WarehouseRejectedError) and are WarehouseError when the engine is."""
-        # PostgreSQL cancels statements itself (statement_timeout); DuckDB has no such
-        # setting, so its connection is interrupted from a timer.
-        deadline = _Deadline(self.sql_timeout_seconds if self.dialect == "duckdb" else None)
+        """A connection within this handle's deadline; errors name `field` (default: this
+        handle's) when the query is at fault (WarehouseRejectedError) and are WarehouseError
+        when the engine is."""
+        field = field or self.field
+        deadline = self.deadline
         try:
+            if deadline.expired:
+                raise self._timed_out(field)
             if self.hold_seconds > 0:
                 _keeper(self.url.render_as_string(hide_password=False)).hold(
                     self.engine, seconds=self.hold_seconds
                 )
-            with self.engine.connect() as conn, deadline.interrupting(conn):
-                yield conn
+            with self.engine.connect() as conn:
+                if self.dialect == "postgres":
+                    set_statement_timeout(conn, deadline.remaining())
+                with deadline.interrupting(conn.connection.driver_connection):
+                    yield conn
+            # Rows are converted after the engine answered, where no interrupt reaches.
+            if deadline.expired:
+                raise self._timed_out(field)
         except sa.exc.DBAPIError as err:
             if deadline.fired:
-                raise self._timed_out(field or self.field) from err
-            raise self._classify(err, field or self.field) from err
+                raise self._timed_out(field) from err
+            raise self._classify(err, field) from err
         except UnicodeEncodeError as err:  # the driver encoding the SQL text
             raise WarehouseRejectedError(
-                field or self.field, f"text that cannot be encoded ({err.reason})"
+                field, f"text that cannot be encoded ({err.reason})"
+            ) from err
+        except RecursionError as err:  # a driver decoding a value (psycopg's JSON decoder)
+            raise WarehouseRejectedError(
+                field, "a value nested too deeply to read (JSON nested thousands of levels?)"
             ) from err
 
     def _classify(self, err: sa.exc.DBAPIError, field: str) -> WarehouseError:
         """The query's fault (400, naming `field`) or the warehouse's (502)."""
-        message = _engine_message(err)
+        message = engine_message(err)
         state = str(getattr(err.orig, "sqlstate", None) or "")
-        if state == _STATEMENT_TIMEOUT_SQLSTATE and "statement timeout" in message:
+        if state == STATEMENT_TIMEOUT_SQLSTATE and "statement timeout" in message:
             return self._timed_out(field)
         driver_classes = {c.__name__ for c in type(err.orig).__mro__}
         if (
@@ -203,7 +268,7 @@ class Warehouse:
         return WarehouseRejectedError(
             field,
             f"the query took longer than {self.sql_timeout_seconds:g} s and was cancelled "
-            "(COMPOSABLE_SQL_TIMEOUT_SECONDS)",
+            "(COMPOSABLE_SQL_TIMEOUT_SECONDS, for all queries of a request together)",
         )
 
     def describe_table(self, *, schema: str | None, table: str) -> tuple[Column, ...]:
@@ -261,6 +326,37 @@ class Warehouse:
             columns=columns, rows=tuple(dict(zip(names, r, strict=True)) for r in rows)
         )
 
+    def preview(self, query: exp.Expression) -> QueryResult:
+        """Run a preview (its LIMIT bounds the rows) whose values go to JSON.
+
+        On DuckDB each top-level text, blob, list and map is first cut in SQL to one item
+        more than `json_value` keeps: turning a 50-million-item list into Python objects
+        takes half a minute, and no interrupt reaches that conversion.
+        """
+        if self.dialect != "duckdb":
+            return self.fetch(query)
+        with self.connect() as conn:
+            described = conn.exec_driver_sql(f"DESCRIBE {query.sql(dialect='duckdb')}").all()
+        # Positional names: a query may return two columns of one name.
+        positions = [exp.to_identifier(f"c{i}") for i in range(len(described))]
+        bounded = exp.select(
+            *(
+                exp.alias_(_bounded(exp.column(p), type_name), name, quoted=True)
+                for p, (name, type_name, *_rest) in zip(positions, described, strict=True)
+            )
+        ).from_(
+            exp.Subquery(
+                this=query, alias=exp.TableAlias(this=exp.to_identifier("q"), columns=positions)
+            )
+        )
+        result = self.fetch(bounded)
+        # The columns as the query has them (a cut JSON value is VARCHAR, a cut ARRAY a LIST).
+        columns = tuple(
+            Column(name=n, type=column_type_from_sql(t, dialect="duckdb"), warehouse_type=t)
+            for n, t, *_rest in described
+        )
+        return QueryResult(columns=columns, rows=result.rows)
+
     def scalar(self, query: exp.Expression | str) -> Any:
         sql = query.sql(dialect=self.dialect) if isinstance(query, exp.Expression) else query
         with self.connect() as conn:
@@ -288,25 +384,66 @@ class Warehouse:
         return [self._type_name(conn, d[1]) for d in description]
 
 
-class _Deadline:
-    """Interrupts a DuckDB connection's running query once `seconds` have passed."""
+def _bounded(value: exp.Expression, type_name: str) -> exp.Expression:
+    """A DuckDB value of `type_name` cut to one item more than `json_value` keeps (so it
+    still sees that the value was longer); other types as they are."""
+    kind = type_name.upper()
+    if kind.startswith("MAP("):
+        entries = exp.Anonymous(this="map_entries", expressions=[value])
+        return exp.Anonymous(
+            this="map_from_entries", expressions=[_slice(entries, MAX_VALUE_ITEMS)]
+        )
+    if kind.endswith("]"):  # a LIST (T[]) or an ARRAY (T[n])
+        return _slice(value, MAX_VALUE_ITEMS)
+    if kind in ("VARCHAR", "JSON"):
+        return _slice(value, MAX_VALUE_CHARACTERS)
+    if kind == "BLOB":
+        return _slice(value, MAX_VALUE_BYTES)
+    return value
+
+
+def _slice(value: exp.Expression, keep: int) -> exp.Expression:
+    bounds = [exp.Literal.number(1), exp.Literal.number(keep + 1)]
+    return exp.Anonymous(this="array_slice", expressions=[value, *bounds])
+
+
+class Deadline:
+    """A time budget shared by a series of queries, started by the first one. While a query
+    runs on a connection, a timer interrupts it when the budget runs out (DuckDB has no
+    statement_timeout; on PostgreSQL it cancels a query that its statement_timeout, set to
+    what is left, has not yet)."""
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
-        self.fired = False
+        self.fired = False  # the timer interrupted a query
+        self.ends: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no deadline); the first call starts the budget."""
+        if not self.seconds:
+            return None
+        if self.ends is None:
+            self.ends = monotonic() + self.seconds
+        return max(0.0, self.ends - monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() == 0.0
 
     @contextmanager
-    def interrupting(self, conn: sa.Connection) -> Iterator[None]:
-        if not self.seconds:
+    def interrupting(self, driver_connection: Any) -> Iterator[None]:
+        """Interrupt what `driver_connection` (DuckDB or psycopg) runs once the time is up."""
+        remaining = self.remaining()
+        if remaining is None:
             yield
             return
-        driver = conn.connection.driver_connection
+        interrupt = getattr(driver_connection, "interrupt", None) or driver_connection.cancel
 
-        def interrupt() -> None:
+        def fire() -> None:
             self.fired = True
-            driver.interrupt()
+            interrupt()
 
-        timer = threading.Timer(self.seconds, interrupt)
+        timer = threading.Timer(remaining, fire)
         timer.daemon = True
         timer.start()
         try:
@@ -345,13 +482,41 @@ def _keeper(url: str) -> _InstanceKeeper:
     return _InstanceKeeper()
 
 
-def _engine_message(err: sa.exc.DBAPIError) -> str:
-    """The engine's first line, bounded, and encodable (it may quote the bad input)."""
+def engine_message(err: sa.exc.DBAPIError) -> str:
+    """The engine's first line, bounded, encodable (it may quote the bad input), and without
+    the hints that name the activation store (`scrub_engine_text`)."""
     text = str(err.orig).strip() if err.orig is not None else str(err)
-    first = (text.splitlines() or [type(err).__name__])[0]
+    first = (scrub_engine_text(text).splitlines() or [type(err).__name__])[0]
     if len(first) > _MESSAGE_CHARACTERS:
         first = first[: _MESSAGE_CHARACTERS - 1] + "…"
     return first.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# The activation store's names, as engines quote them: its catalog (`activation.`) and schema.
+_STORE_NAMES = re.compile(r'[\w"]*(?:\bcomposable_activation\b|\bactivation"?\.)[\w".]*', re.I)
+# Where an engine's suggestions start: DuckDB's "Did you mean ...?" and "Candidate tables:",
+# PostgreSQL's "HINT:  Perhaps you meant ...".
+_HINTS = re.compile(r"did you mean|candidate \w+:|hint:|perhaps you meant", re.I)
+_STORE_NAME_MASK = "<reserved>"
+
+
+def scrub_engine_text(text: str) -> str:
+    """An engine's error text that names no part of the activation store.
+
+    DuckDB suggests near names from every attached catalog ("Did you mean
+    "activation.composable_activation.members_..."?"), which tells a workspace what other
+    workspaces' tables are called: a suggestion naming the store is dropped, and any other
+    mention of it is masked.
+    """
+    lines = []
+    for line in text.splitlines():
+        if _STORE_NAMES.search(line):
+            hint = _HINTS.search(line)
+            line = _STORE_NAMES.sub(_STORE_NAME_MASK, line[: hint.start()] if hint else line)
+            if not line.strip():
+                continue
+        lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=16)
@@ -369,6 +534,16 @@ def _engine(url: str, read_only: bool, timeout_ms: int | None = None) -> sa.Engi
 
         sa.event.listen(engine, "connect", _session)
     return engine
+
+
+def set_statement_timeout(conn: sa.Connection, seconds: float | None) -> None:
+    """Let the statements of `conn`'s transaction (PostgreSQL) run `seconds` each at most:
+    SET LOCAL, by a bound value (SET itself takes no parameters). None: leave it."""
+    if seconds is not None:
+        milliseconds = max(1, math.ceil(seconds * 1000))  # 0 would mean no timeout at all
+        conn.exec_driver_sql(
+            "SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",)
+        )
 
 
 def _postgres_session(dbapi_connection: Any, *, read_only: bool, timeout_ms: int | None) -> None:

@@ -13,6 +13,7 @@ The warehouse below is small and hand-made so every count is known:
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,11 +21,12 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from composable_dagster.api.app import create_app
 from composable_dagster.catalog.db import catalog_session
-from composable_dagster.catalog.tables import Sync
+from composable_dagster.catalog.tables import Sync, Trait
 from composable_dagster.settings import Settings
 
-from .conftest import Tenant
+from .conftest import Tenant, post_ok
 
 AUDIENCE_FIELDS = {
     "id", "workspace_id", "parent_model_id", "name", "description", "filter_tree",
@@ -397,3 +399,70 @@ def test_other_workspace_cannot_see_change_or_estimate(
         assert through_own.status_code == 404, (method, path)
     stored = client.get(tenant.url(f"/audiences/{audience['id']}"), headers=tenant.headers).json()
     assert stored["name"] == "High-Value Recent Buyers" and stored["estimated_size"] is None
+
+
+def test_a_sql_trait_sqlglot_cannot_render_is_400_wherever_it_is_used(
+    client: TestClient, tenant: Tenant, catalog: dict[str, str], settings: Settings
+) -> None:
+    """Such a trait was accepted (201), and the audiences using it answered 500."""
+    trait = {"name": "When", "slug": "when", "parent_model_id": catalog["customers"],
+             "trait_type": "sql", "result_type": "string",
+             "config": {"sql": "SELECT customer_id AS entity_key, DATETIME('x') AS value "
+                               "FROM analytics.customers"}}  # fmt: skip
+    refused = client.post(tenant.url("/traits"), json=trait, headers=tenant.headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"].startswith("config.sql: trait when: cannot be run on duckdb: ")
+    trait["config"] = {"sql": "SELECT customer_id AS entity_key, country AS value "
+                              "FROM analytics.customers"}  # fmt: skip
+    trait_id = post_ok(client, tenant, "/traits", trait)["id"]
+    audience = create(client, tenant, {
+        "name": "US", "parent_model_id": catalog["customers"],
+        "filter_tree": {"type": "and", "children": [
+            {"type": "condition", "condition_type": "trait", "trait_id": trait_id,
+             "operator": "equals", "value": "US"}]},
+    })  # fmt: skip
+    assert estimate(client, tenant, audience["id"]) == 3
+    # Stored before the parser rendered SQL itself.
+    with catalog_session(settings.resolved_catalog_url) as session:
+        session.get(Trait, trait_id).config = {
+            "sql": "SELECT customer_id AS entity_key, DATETIME('x') AS value "
+            "FROM analytics.customers"
+        }
+    for method, path in [
+        ("POST", f"/audiences/{audience['id']}/estimate"),
+        ("GET", f"/audiences/{audience['id']}/preview"),
+        ("POST", f"/audiences/{audience['id']}/explain"),
+    ]:
+        response = client.request(method, tenant.url(path), headers=tenant.headers)
+        assert response.status_code == 400, (path, response.text)
+        assert "cannot be run on duckdb" in response.json()["error"], path
+
+
+def test_explain_has_one_deadline_for_all_its_queries(
+    settings: Settings, tenant: Tenant, catalog: dict[str, str]
+) -> None:
+    """Each node's count had its own timeout: an 11-node tree on a slow model took 33.5 s
+    with a 5 s timeout. The queries of one request now share it."""
+    quick = settings.model_copy(update={"sql_timeout_seconds": 1.0})
+    slow_sql = ("SELECT customer_id, lifetime_value FROM analytics.customers "
+                "WHERE (SELECT sum(range % 7) FROM range(100000000)) > 0")  # fmt: skip
+    condition = {"type": "condition", "condition_type": "property", "column": "lifetime_value",
+                 "operator": "greater_than", "value": 0}  # fmt: skip
+    with TestClient(create_app(quick), raise_server_exceptions=False) as client:
+        body = {"name": "slow", "primary_key_column": "customer_id", "sql_query": slow_sql}
+        model = post_ok(client, tenant, "/models", body)
+        audience = create(client, tenant, {
+            "name": "slow", "parent_model_id": model["id"],
+            "filter_tree": {"type": "and", "children": [condition] * 10},
+        })  # fmt: skip
+        started = time.monotonic()
+        explained = client.post(
+            tenant.url(f"/audiences/{audience['id']}/explain"), headers=tenant.headers
+        )
+        assert explained.status_code == 400, explained.text
+        assert explained.json()["error"].startswith(
+            "filter_tree: the query took longer than 1 s and was cancelled"
+        )
+        assert time.monotonic() - started < 5
+        # The next request has a budget of its own.
+        assert estimate(client, tenant, audience["id"]) == 4

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -314,3 +317,86 @@ def test_delete_guard_and_delete(client: TestClient, tenant: Tenant) -> None:
     gone = client.get(tenant.url(f"/models/{ids['events']}"), headers=tenant.headers)
     assert gone.status_code == 404
     assert gone.json() == {"error": f"model {ids['events']!r} not found"}
+
+
+UNRENDERABLE = [
+    "SELECT DATETIME('x') AS d",
+    "SELECT MATCH_AGAINST('x', 'y') AS m",
+    "SELECT J_S_O_N_OBJECT('x') AS j",
+    "SELECT PARAMETERIZED_AGG(1, 2, 3) AS p",
+    "SELECT COMBINED_PARAMETERIZED_AGG(1, 2, 3) AS c",
+]
+
+
+@pytest.mark.parametrize("sql", UNRENDERABLE)
+def test_sql_sqlglot_parses_but_cannot_render_is_400(
+    client: TestClient, tenant: Tenant, sql: str
+) -> None:
+    """These parse, and sqlglot's generator then raised (a 500) wherever the SQL was used."""
+    ids = create_demo_models(client, tenant)
+    for method, path, body in [
+        ("POST", "/models/preview", {"sql_query": sql}),
+        ("POST", "/models", {"name": "m", "primary_key_column": "d", "sql_query": sql}),
+        ("PUT", f"/models/{ids['customers']}", {"sql_query": sql}),
+    ]:
+        response = client.request(method, tenant.url(path), json=body, headers=tenant.headers)
+        assert response.status_code == 400, (method, path, response.text)
+        assert response.json()["error"].startswith("sql_query: cannot be run on duckdb: "), path
+    stored = client.get(tenant.url(f"/models/{ids['customers']}"), headers=tenant.headers).json()
+    assert stored["model_type"] == "table"
+    preview = client.post(
+        tenant.url("/models/preview"),
+        json={"sql_query": "SELECT CAST('2024-01-02' AS DATE) AS d"},
+        headers=tenant.headers,
+    )
+    assert preview.json()["rows"] == [{"d": "2024-01-02"}]
+
+
+def _preview(client: TestClient, tenant: Tenant, body: dict) -> dict:
+    response = client.post(tenant.url("/models/preview"), json=body, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_preview_values_are_cut_at_the_documented_limits(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """A 100 MB text previewed whole; now text, bytes, lists and maps are cut (marked with
+    "…[truncated]"), nested values too."""
+    row = _preview(client, tenant, {"sql_query": (
+        "SELECT repeat('x', 20000) AS text, repeat('ab', 6000)::BLOB AS bytes, "
+        "range(5000) AS list, MAP(range(1500), range(1500)) AS map, "
+        "[repeat('y', 20000)] AS nested, 'short' AS small, [1, 2] AS pair"
+    )})["rows"][0]  # fmt: skip
+    assert row["text"] == "x" * 10_000 + "…[truncated]"
+    assert row["bytes"] == base64.b64encode(b"ab" * 3750).decode() + "…[truncated]"
+    assert row["list"] == [*range(1000), "…[truncated]"]
+    assert len(row["map"]) == 1001 and row["map"]["999"] == 999 and "…[truncated]" in row["map"]
+    assert row["nested"] == ["y" * 10_000 + "…[truncated]"]
+    assert (row["small"], row["pair"]) == ("short", [1, 2])
+
+
+def test_a_huge_value_is_cut_before_python_converts_it(client: TestClient, tenant: Tenant) -> None:
+    """Turning a 10M-item list into Python objects took longer than the query's timeout and
+    nothing interrupted it: the preview now cuts it in SQL."""
+    started = time.monotonic()
+    body = _preview(client, tenant, {"sql_query": "SELECT list(range) AS l FROM range(10000000)"})
+    assert body["rows"] == [{"l": [*range(1000), "…[truncated]"]}]
+    assert body["columns"] == [{"name": "l", "type": "BIGINT[]", "nullable": True}]
+    assert time.monotonic() - started < 30
+
+
+def test_deeply_nested_values_become_text_below_32_levels(
+    client: TestClient, tenant: Tenant, warehouse_url: str
+) -> None:
+    """A 300-level nested list previewed as a 500 (the JSON encoders recurse)."""
+    with duckdb.connect(warehouse_url.removeprefix("duckdb:///")) as con:
+        con.execute(
+            "CREATE TABLE analytics.deep AS SELECT " + "[" * 300 + "1" + "]" * 300 + " AS v"
+        )
+    body = _preview(client, tenant, {"source_schema": "analytics", "source_table": "deep"})
+    value = body["rows"][0]["v"]
+    for _level in range(32):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert isinstance(value, str) and value.startswith("[[[[") and len(value) < 1000

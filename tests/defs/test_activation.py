@@ -6,13 +6,21 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 import sqlalchemy as sa
+import sqlglot
+from sqlglot import exp
 
+from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
+from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import compile_members
 from composable_dagster.filters.schema import (
     CatalogSchema,
@@ -26,6 +34,7 @@ from composable_dagster.warehouse.activation import (
     MembershipChange,
     MembershipStats,
 )
+from composable_dagster.warehouse.connection import scrub_engine_text
 
 SCHEMA = CatalogSchema(
     models={
@@ -46,6 +55,17 @@ def _members(dialect: str, threshold: int):
     return compile_members(
         tree, parent_model_id="m", schema=SCHEMA, now=datetime.now(UTC), dialect=dialect
     ).expression
+
+
+def customers_warehouse(directory: Path, *, rows: int = 100) -> str:
+    """The URL of a DuckDB warehouse in `directory` with `rows` customers C0, C1 ... scored
+    0..99 (repeating)."""
+    warehouse = directory / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA analytics")
+        con.execute("CREATE TABLE analytics.customers AS SELECT 'C' || i AS customer_id, "
+                    f"i % 100 AS score FROM range({rows}) t(i)")  # fmt: skip
+    return f"duckdb:///{warehouse}"
 
 
 def _exercise(store: ActivationStore) -> None:
@@ -77,24 +97,24 @@ def _exercise(store: ActivationStore) -> None:
 
 
 def test_duckdb_store_attaches_the_warehouse_read_only(tmp_path: Path) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("CREATE SCHEMA analytics")
-        con.execute("CREATE TABLE analytics.customers AS SELECT 'C' || i AS customer_id, "
-                    "i AS score FROM range(100) t(i)")  # fmt: skip
-    store = ActivationStore(warehouse_url=f"duckdb:///{warehouse}", home=tmp_path / "home")
+    store = ActivationStore(warehouse_url=customers_warehouse(tmp_path), home=tmp_path / "home")
     _exercise(store)
     assert (tmp_path / "home" / "activation.duckdb").is_file()
-    with store.transaction() as conn, pytest.raises(sa.exc.DBAPIError, match="read-only"):
+    with pytest.raises(WarehouseError, match="read-only"), store.transaction() as conn:
         conn.exec_driver_sql("DELETE FROM analytics.customers")
 
 
-def test_postgres_store_is_a_schema_in_the_warehouse(pg_url: str, tmp_path: Path) -> None:
-    engine = sa.create_engine(pg_url)
+def postgres_customers(engine: sa.Engine) -> None:
+    """The customers of `customers_warehouse` in a PostgreSQL warehouse."""
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE SCHEMA analytics")
         conn.exec_driver_sql("CREATE TABLE analytics.customers AS SELECT 'C' || i AS "
                              "customer_id, i AS score FROM generate_series(0, 99) i")  # fmt: skip
+
+
+def test_postgres_store_is_a_schema_in_the_warehouse(pg_url: str, tmp_path: Path) -> None:
+    engine = sa.create_engine(pg_url)
+    postgres_customers(engine)
     store = ActivationStore(warehouse_url=pg_url, home=tmp_path)
     _exercise(store)
     with engine.connect() as conn:
@@ -166,17 +186,13 @@ def test_memberships_store_row_hashes_and_count_keyless_rows(tmp_path: Path, pg_
 
 
 def test_writers_in_parallel_processes_are_serialized(tmp_path: Path) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("CREATE SCHEMA analytics")
-        con.execute("CREATE TABLE analytics.customers AS SELECT 'C' || i AS customer_id, "
-                    "i % 100 AS score FROM range(2000000) t(i)")  # fmt: skip
+    warehouse = customers_warehouse(tmp_path, rows=2_000_000)
     writer = textwrap.dedent(f"""
         import sys
         from pathlib import Path
         from tests.defs.test_activation import _members
         from composable_dagster.warehouse.activation import ActivationStore
-        store = ActivationStore(warehouse_url="duckdb:///{warehouse}", home=Path("{tmp_path}"))
+        store = ActivationStore(warehouse_url="{warehouse}", home=Path("{tmp_path}"))
         for round in range(3):
             store.replace_members(audience_id=sys.argv[1], members=_members("duckdb", 10 + round))
         print(store.member_count(sys.argv[1]))
@@ -191,3 +207,123 @@ def test_writers_in_parallel_processes_are_serialized(tmp_path: Path) -> None:
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
         assert stdout.strip() == str(2_000_000 * 87 // 100)  # scores 13..99 after round 3
+
+
+def _slow_members(work: str) -> exp.Select:
+    """Every customer, after a long computation (what a slow model's SQL amounts to)."""
+    select = sqlglot.parse_one(
+        f"SELECT p.customer_id AS entity_key FROM analytics.customers AS p WHERE ({work}) > 0",
+        read="duckdb",
+    )
+    assert isinstance(select, exp.Select)
+    return select
+
+
+RUN_TIMEOUT = (
+    "a statement of the run took longer than 0.5 s and was cancelled "
+    "(COMPOSABLE_RUN_SQL_TIMEOUT_SECONDS)"
+)
+
+
+def test_duckdb_run_statements_stop_at_the_run_timeout_and_free_the_lock(tmp_path: Path) -> None:
+    """Globex's trivial materialization waited 22.8 s behind Acme's slow model, whose SQL
+    ran under the writer lock with no deadline."""
+    store = ActivationStore(
+        warehouse_url=customers_warehouse(tmp_path),
+        home=tmp_path / "home",
+        run_sql_timeout_seconds=0.5,
+    )
+    failures: list[str] = []
+
+    def acme() -> None:
+        slow = _slow_members("SELECT sum(range % 7) FROM range(5000000000)")  # ~20 s
+        try:
+            store.replace_members(audience_id="acme", members=slow)
+        except WarehouseError as err:
+            failures.append(str(err))
+
+    thread = threading.Thread(target=acme)
+    thread.start()
+    time.sleep(0.3)  # Acme takes the lock first
+    started = time.monotonic()
+    change = store.replace_members(audience_id="globex", members=_members("duckdb", 49))
+    waited = time.monotonic() - started
+    thread.join(timeout=60)
+    assert failures == [RUN_TIMEOUT]
+    assert change.member_count == 50 and waited < 5
+    assert store.member_count("acme") is None
+
+
+def test_postgres_run_statements_stop_at_the_run_timeout(pg_url: str, tmp_path: Path) -> None:
+    engine = sa.create_engine(pg_url)
+    postgres_customers(engine)
+    engine.dispose()
+    store = ActivationStore(warehouse_url=pg_url, home=tmp_path, run_sql_timeout_seconds=0.5)
+    slow = _slow_members("SELECT count(*) FROM generate_series(1, 200000000)")  # ~45 s
+    started = time.monotonic()
+    with pytest.raises(WarehouseError) as info:
+        store.replace_members(audience_id="acme", members=slow)
+    assert str(info.value) == RUN_TIMEOUT and time.monotonic() - started < 10
+    assert store.replace_members(audience_id="globex", members=_members("postgres", 49)) == (
+        MembershipChange(member_count=50, previous_count=None, added=None, removed=None)
+    )
+    store.engine.dispose()
+
+
+def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path: Path) -> None:
+    """DuckDB suggested `Did you mean "activation.composable_activation.members_<id>"?` for a
+    misspelled table: the run's error (which the API shows) named other audiences' tables."""
+    url, home = customers_warehouse(tmp_path), tmp_path / "home"
+    ActivationStore(warehouse_url=url, home=home).replace_members(
+        audience_id="a-1", members=_members("duckdb", 49)
+    )  # the table members_a1, which the misspelled name below is near
+    model = ModelDef(
+        id="m", name="typo", entity_type=EntityType.PARENT, primary_key="customer_id",
+        columns={"customer_id": Column("customer_id", ColumnType.TEXT)},
+        table="analytics.members_a1",
+    )  # fmt: skip
+    spec = AudienceAssetSpec(
+        key=dg.AssetKey(["acme", "typo"]), audience_id="a-2", workspace_id="w", name="typo",
+        description="", group_name="acme", parent_model_id="m",
+        filter_tree={"type": "and", "children": []}, schema=CatalogSchema(models={"m": model}),
+        deps=[], kind="duckdb", max_member_drop=0.5,
+    )  # fmt: skip
+    result = dg.materialize(
+        [build_audience_asset(spec)],
+        resources={"activation": ActivationStoreResource(home=str(home), warehouse_url=url)},
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    assert "typo: Catalog Error: Table with name members_a1 does not exist!" in error.message
+    assert "activation." not in error.message
+    # Nor do its causes, which Dagster stores with the run.
+    assert "composable_activation" not in error.to_string()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ('Catalog Error: Table with name members_abd does not exist!\n'
+         'Did you mean "activation.composable_activation.members_abc"?\n\nLINE 1: FROM members_abd',
+         "Catalog Error: Table with name members_abd does not exist!\n\nLINE 1: FROM members_abd"),
+        ('Binder Error: Referenced column "scor" not found!\nCandidate bindings: "score"\n'
+         "LINE 1: SELECT scor FROM analytics.c, activation.composable_activation.members_x",
+         'Binder Error: Referenced column "scor" not found!\nCandidate bindings: "score"\n'
+         "LINE 1: SELECT scor FROM analytics.c, <reserved>"),
+        ('Catalog Error: Table with name "composable_activation.m" does not exist because '
+         'schema "composable_activation" does not exist.',
+         "Catalog Error: Table with name <reserved> does not exist because schema <reserved> "
+         "does not exist."),
+        ('relation "x" does not exist\n'
+         'HINT:  Perhaps you meant to reference the table "composable_activation.members_x".',
+         'relation "x" does not exist'),
+        # Suggestions of warehouse tables stay: they are the workspace's to read.
+        ('Catalog Error: Table with name customer does not exist!\n'
+         'Did you mean "analytics.customers"?',
+         'Catalog Error: Table with name customer does not exist!\n'
+         'Did you mean "analytics.customers"?'),
+    ],
+)  # fmt: skip
+def test_engine_messages_lose_what_names_the_activation_store(text: str, shown: str) -> None:
+    assert scrub_engine_text(text) == shown

@@ -42,7 +42,7 @@ def preview_model(
     """Run a model's query (or read a table) with a LIMIT of at most 100 rows.
 
     The SQL is checked as model SQL is (what it may reach: docs/api.md, "Security model");
-    values are in JSON form (BLOBs as base64, NaN as text: `json_value`)."""
+    values are in JSON form (BLOBs as base64, NaN as text), long ones cut (`json_value`)."""
     if body.sql_query:
         field = "sql_query"
         source: exp.Expression = parse_select(
@@ -59,7 +59,7 @@ def preview_model(
         )
     else:
         raise InvalidInputError("sql_query", "give sql_query, or source_schema and source_table")
-    result = warehouse.for_field(field).fetch(exp.select("*").from_(source).limit(body.limit))
+    result = warehouse.for_field(field).preview(exp.select("*").from_(source).limit(body.limit))
     return RowsPreview(
         columns=[
             {"name": c.name, "type": c.warehouse_type, "nullable": c.nullable}
