@@ -1,34 +1,34 @@
 """Code-location load and reload time against the number of audiences (each with one sync).
 
-    python benchmarks/definitions_load.py [--counts 10 100 1000]
+    python benchmarks/definitions_load.py [--counts 10 100 1000] [--api-creates 1000]
 
 Builds a small demo workspace in a temporary directory, starts `composable serve`, and for
 each count adds audiences (and a scheduled sync per audience) to the catalog, then times:
 - load: building the definitions in a fresh process (what a run worker or a code server
   start pays), the median of 3 processes, beside the same median with an empty catalog
-  (baseline: dbt assets only);
+  (baseline: no asset; dbt is a code location of its own);
 - reload: the GraphQL `reloadRepositoryLocation` round trip on the running webserver, the
   median of 3.
 One load runs first and is not counted: the first load after `init` writes the dbt manifest
 (`dbt parse`, about 8 s) and meets cold caches, which once made the baseline larger than
 every loaded figure. Prints a markdown table; docs/benchmarks.md records a run.
+
+With `--api-creates N`, on a fresh demo: N audiences and N scheduled syncs created back to
+back through the REST API (what a client scripting a migration does), the time that took,
+and how long after the last create Dagster showed every one of them (`assetNodes`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _serve import demo_init, serving
 
 from composable_dagster.api.dagster_client import DagsterClient
 from composable_dagster.catalog import audiences
@@ -42,12 +42,6 @@ LOAD_SNIPPET = (
     "n = len(list(d.resolve_asset_graph().get_all_asset_keys()));"
     "print(time.perf_counter() - t, n)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 REPEATS = 3
@@ -95,43 +89,61 @@ def _grow_catalog(settings: Settings, init: dict, target: int) -> None:
                              schedule="0 */4 * * *", status="active", status_error=""))  # fmt: skip
 
 
+def _api_creates(count: int) -> None:
+    cwd, env, init = demo_init()
+    with serving(cwd, env, init) as system:
+        started = time.monotonic()
+        sync_keys = set()
+        for i in range(count):
+            audience = httpx.post(f"{system.api}/audiences", headers=system.headers, json={
+                "name": f"api audience {i}", "parent_model_id": init["model_ids"]["customers"],
+                "filter_tree": {"type": "and", "children": [
+                    {"type": "condition", "condition_type": "property",
+                     "column": "lifetime_value", "operator": "greater_than", "value": i}]},
+            }, timeout=120)  # fmt: skip
+            audience.raise_for_status()
+            sync = httpx.post(f"{system.api}/audience-syncs", headers=system.headers, json={
+                "name": f"api sync {i}", "audience_id": audience.json()["id"],
+                "destination_id": init["destination_id"], "sync_mode": "mirror",
+                "schedule": "0 */4 * * *",
+                "field_mapping": [{"source_column": "email", "destination_field": "email"}],
+            }, timeout=120)  # fmt: skip
+            sync.raise_for_status()
+            sync_keys.add(("demo", "syncs", f"api_sync_{i}"))
+        created = time.monotonic()
+        while True:
+            data = system.dagster.query("{ assetNodes { assetKey { path } } }")
+            loaded = {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]}
+            if sync_keys <= loaded:
+                break
+            if time.monotonic() - created > 600:
+                raise SystemExit("Dagster did not show every sync within 600 s")
+            time.sleep(0.5)
+        shown = time.monotonic()
+    print("| creates through the API | audiences + syncs | create time s | shown in Dagster "
+          "after the last create s |")  # fmt: skip
+    print("|---|---|---|---|")
+    print(f"| {count} | {2 * count} | {created - started:.1f} | {shown - created:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--api-creates", type=int, default=0)
     args = parser.parse_args()
-    cwd = Path(tempfile.mkdtemp(prefix="composable-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSABLE_", "DAGSTER_"))}
-    env["DAGSTER_HOME"] = str(cwd / ".composable" / "dagster")
-    init = json.loads(subprocess.run(
-        [sys.executable, "-m", "composable_dagster.cli", "init", "--demo", "--customers", "2000"],
-        cwd=cwd, env=env, check=True, capture_output=True, text=True,
-    ).stdout)  # fmt: skip
+    if args.api_creates:
+        _api_creates(args.api_creates)
+        return
+    cwd, env, init = demo_init()
     settings = Settings(home=cwd / ".composable")
     # Warm-up, not counted: the first load after `init` runs `dbt parse`, on cold caches.
     subprocess.run(
         [sys.executable, "-c", LOAD_SNIPPET], cwd=cwd, env=env, check=True, capture_output=True
     )
     baseline, baseline_assets = _load_seconds(cwd, env)
-
-    dagster_port, api_port = _free_port(), _free_port()
-    serve_log = (cwd / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "composable_dagster.cli", "serve",
-         "--dagster-port", str(dagster_port), "--api-port", str(api_port)],
-        cwd=cwd, env=env, start_new_session=True, stdout=serve_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = DagsterClient(f"http://127.0.0.1:{dagster_port}/graphql", location="composable")
     rows = []
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or serve.poll() is not None:
-                    raise SystemExit(f"dagster did not start; see {cwd / 'serve.log'}") from None
-                time.sleep(1)
+    with serving(cwd, env, init) as system:
+        client = system.dagster
         client.reload_location()  # warm-up, not counted
         baseline_reload = _reload_seconds(client)
         rows.append(("0 (baseline)", baseline_assets, baseline, baseline_reload))
@@ -139,11 +151,8 @@ def main() -> None:
             _grow_catalog(settings, init, count)
             load, assets = _load_seconds(cwd, env)
             rows.append((str(count), assets, load, _reload_seconds(client)))
-    finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        serve.wait(timeout=60)
 
-    print(f"median of {REPEATS} after one uncounted warm-up; baseline: empty catalog (dbt only)")
+    print(f"median of {REPEATS} after one uncounted warm-up; baseline: empty catalog")
     print("| audiences (+1 sync each) | assets | load s | load / baseline | reload s "
           "| reload / baseline |")  # fmt: skip
     print("|---|---|---|---|---|---|")

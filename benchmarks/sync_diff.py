@@ -49,9 +49,10 @@ from composable_dagster.filters.schema import (
     ModelDef,
 )
 from composable_dagster.settings import Settings
+from composable_dagster.spec.sync import SafetyConfig, SyncMode, resolve_field_mapping
 from composable_dagster.sync import engine
-from composable_dagster.sync.engine import SafetyConfig, SyncJob
-from composable_dagster.sync.plan import SyncMode, membership_row_hash, resolve_field_mapping
+from composable_dagster.sync.engine import SyncJob
+from composable_dagster.sync.plan import membership_row_hash
 from composable_dagster.warehouse.activation import ActivationStore
 
 PARENT = ModelDef(
@@ -180,7 +181,7 @@ RSS_RUN = textwrap.dedent("""
     sys.path.insert(0, {bench_dir!r})
     from sync_diff import job
     from composable_dagster.sync.engine import run_sync
-    from composable_dagster.sync.plan import SyncMode
+    from composable_dagster.spec.sync import SyncMode
     from composable_dagster.warehouse.activation import ActivationStore
     store = ActivationStore(warehouse_url="duckdb:///{warehouse}", home=Path({home!r}),
                             memory_limit={memory_limit!r})

@@ -1,4 +1,6 @@
-"""The Dagster code location (workspace.yaml points here). Thin: the work is in defs/."""
+"""The catalog's Dagster code location `composable` (workspace.yaml points here): an asset
+per audience and per sync. Thin: the work is in defs/. The dbt models are the other
+location, composable_dagster/dbt_definitions.py."""
 
 import dagster as dg
 

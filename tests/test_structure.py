@@ -63,3 +63,66 @@ def test_ruff_lint_and_format_are_clean() -> None:
             [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stdout[-3000:]
+
+
+# Which of the project's packages (and top-level modules) each may import: layers point
+# down. `names` and `spec` are the neutral ground the two adapters share; `catalog` stores
+# and validates rows, and never reaches up into the sync engine or an adapter.
+LAYERS: dict[str, set[str]] = {
+    "errors": set(),
+    "settings": set(),
+    "names": set(),
+    "private_files": set(),
+    "filters": set(),
+    "spec": {"errors", "filters"},
+    "dbt_project": set(),
+    "destinations": {"errors", "settings", "spec", "private_files"},
+    "warehouse": {"errors", "filters", "settings"},
+    "catalog": {"errors", "settings", "private_files", "filters", "spec", "destinations"},
+    "sync": {"errors", "filters", "spec", "destinations", "warehouse"},
+    "demo": {"errors", "settings", "filters", "destinations", "catalog", "dbt_project"},
+    "defs": {
+        "errors",
+        "settings",
+        "names",
+        "filters",
+        "spec",
+        "destinations",
+        "warehouse",
+        "catalog",
+        "sync",
+        "dbt_project",
+    },
+    "api": {
+        "errors",
+        "settings",
+        "names",
+        "private_files",
+        "filters",
+        "spec",
+        "destinations",
+        "warehouse",
+        "catalog",
+        "sync",
+    },
+}
+
+
+def test_every_package_imports_only_the_layers_below_it() -> None:
+    for path, names in _imports(PACKAGE).items():
+        parts = Path(path).relative_to("composable_dagster").parts
+        if len(parts) == 1 and parts[0] in (
+            "__init__.py",
+            "cli.py",
+            "definitions.py",
+            "dbt_definitions.py",
+        ):
+            continue  # the entry points: they wire everything together
+        layer = parts[0].removesuffix(".py")
+        assert layer in LAYERS, f"{path}: a package the layering does not know; add it"
+        for name in names:
+            if name.startswith("composable_dagster."):
+                target = name.split(".")[1]
+                assert target == layer or target in LAYERS[layer], (
+                    f"{path} imports {name}: {layer}/ may import only {sorted(LAYERS[layer])}"
+                )

@@ -7,6 +7,8 @@ the OpenAPI document says (openapi.py), which `/docs` and `/redoc` render offlin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, FastAPI
 
 from composable_dagster.api.docs_pages import install_docs
@@ -24,9 +26,11 @@ from composable_dagster.api.routers import (
     traits,
     workspaces,
 )
-from composable_dagster.catalog.db import upgrade_catalog
+from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+from composable_dagster.catalog.graph import load_graph
 from composable_dagster.catalog.secret_box import secret_box_for
 from composable_dagster.settings import Settings, get_settings
+from composable_dagster.warehouse import Warehouse
 
 # One router per resource, in the order the document lists them.
 ROUTERS: tuple[APIRouter, ...] = tuple(
@@ -35,6 +39,17 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
         workspaces, models, relationships, traits, destinations, audiences, splits, syncs,
     )
 )  # fmt: skip
+
+
+def graph_reader(settings: Settings) -> Callable[[], str]:
+    """Reads the digest of the catalog's graph: what Dagster's definitions are built from."""
+    dialect = Warehouse(settings.resolved_warehouse_url).dialect
+
+    def digest() -> str:
+        with catalog_session(settings.resolved_catalog_url) as session:
+            return load_graph(session, dialect=dialect).digest()
+
+    return digest
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.reloads = ReloadTracker()
+    app.state.reloads = ReloadTracker(graph_digest=graph_reader(settings))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

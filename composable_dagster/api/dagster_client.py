@@ -15,9 +15,7 @@ from typing import Any
 import httpx
 
 from composable_dagster.errors import DomainError, NotFoundError
-
-ASSET_JOB = "__ASSET_JOB"
-REPOSITORY = "__repository__"
+from composable_dagster.names import ASSET_JOB, REPOSITORY
 
 
 class DagsterUnavailableError(DomainError):
@@ -62,6 +60,14 @@ mutation Launch($params: ExecutionParams!) {
     ... on LaunchRunSuccess { run { runId status } }
     ... on PythonError { message }
     ... on Error { message }
+  }
+}"""
+
+_ASSET_NODE = """
+query AssetNode($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode { dependencyKeys { path } }
   }
 }"""
 
@@ -208,6 +214,14 @@ class DagsterClient:
                 f"dagster: launch failed ({result['__typename']}): {result.get('message')}"
             )
         return self.run(result["run"]["runId"])
+
+    def asset_upstream(self, asset_path: Sequence[str]) -> list[tuple[str, ...]] | None:
+        """The keys the loaded asset `asset_path` depends on; None if no code location has
+        it (yet)."""
+        data = self.query(_ASSET_NODE, {"key": {"path": list(asset_path)}})["assetNodeOrError"]
+        if data["__typename"] != "AssetNode":
+            return None
+        return [tuple(d["path"]) for d in data["dependencyKeys"]]
 
     def run(self, run_id: str) -> RunInfo:
         """The run `run_id`; NotFoundError if Dagster has no such run."""

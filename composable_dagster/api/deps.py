@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import BackgroundTasks, Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from composable_dagster.api.dagster_client import DagsterClient
@@ -116,3 +116,25 @@ def get_reloads(request: Request) -> ReloadTracker:
 
 
 ReloadsDep = Annotated[ReloadTracker, Depends(get_reloads)]
+
+
+@dataclass(frozen=True)
+class GraphCheck:
+    """Call after a write that may change the definitions' graph (a dependency, a key, a
+    schedule): once the response is sent, Dagster reloads if, and only if, it did."""
+
+    background: BackgroundTasks
+    dagster: DagsterClient
+    reloads: ReloadTracker
+
+    def __call__(self, *, schedule: str | None = None) -> None:
+        self.background.add_task(self.reloads.request(self.dagster, schedule=schedule))
+
+
+def get_graph_check(
+    background: BackgroundTasks, dagster: DagsterDep, reloads: ReloadsDep
+) -> GraphCheck:
+    return GraphCheck(background=background, dagster=dagster, reloads=reloads)
+
+
+GraphCheckDep = Annotated[GraphCheck, Depends(get_graph_check)]

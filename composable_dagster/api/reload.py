@@ -1,12 +1,15 @@
-"""After a catalog change, Dagster rebuilds its definitions (in a background task).
+"""After a catalog change, Dagster reloads its definitions (in a background task), but only
+when the graph they are built from changed.
 
-A trigger must not launch a run on definitions older than the change a client just made
-(a PUT of the sync's config, say). Each change therefore marks a reload pending before its
-response is sent, and triggers wait until no reload is pending.
+The definitions hold the graph (catalog/graph.py: keys, deps, descriptions, schedules); runs
+read their content from the catalog when they start. So most edits (a tree, a mapping, a
+destination, a trait) need no reload at all: each change's task compares the graph's digest
+with the one Dagster last loaded, and reloads only when they differ.
 
-Reloads coalesce: one that starts after a change covers it, so a burst of changes (or an
-unreachable Dagster, where each attempt waits for its timeout) costs at most two reloads,
-not one per change, and never keeps triggers waiting for a queue of stale reloads.
+Reloads coalesce: one that starts after a change covers it, so a burst of changes costs at
+most one reload in flight and one pending, never a queue of stale ones. Triggers do not wait
+for reloads unless their own assets are not loaded yet (routers/syncs.py); `wait_idle` is
+what they wait with then.
 """
 
 from __future__ import annotations
@@ -28,9 +31,15 @@ ABANDONED_AFTER_SECONDS = 30.0
 
 
 class ReloadTracker:
-    """Counts reloads requested but not finished, for one API process."""
+    """Reloads of one API process: requested, pending, and the graph Dagster last loaded.
 
-    def __init__(self) -> None:
+    `graph_digest` reads the digest of the catalog's graph as it is now.
+    """
+
+    def __init__(self, graph_digest: Callable[[], str]) -> None:
+        self._graph_digest = graph_digest
+        self.loaded_digest: str | None = None  # the graph of the last reload this process did
+        self.reloads = 0  # reloads done (a number the tests and benchmarks read)
         # Requested and not finished: when each was requested, None once its task began.
         self._pending: dict[object, float | None] = {}
         # Changes committed (their background task began) that no reload has started after,
@@ -41,7 +50,7 @@ class ReloadTracker:
         self._serial = threading.Lock()  # one reload at a time; later ones see later rows
 
     def request(self, client: DagsterClient, *, schedule: str | None = None) -> Callable[[], None]:
-        """Mark a reload pending now; run the returned callable (as a background task)."""
+        """Mark a change pending now; run the returned callable (as a background task)."""
         change = object()
         with self._idle:
             self._pending[change] = time.monotonic()
@@ -57,15 +66,26 @@ class ReloadTracker:
                             return  # a reload that started after this commit has finished
                         schedules = sorted({s for s in self._ready.values() if s is not None})
                         self._ready.clear()
-                    # Taken even if Dagster turns out unreachable: retrying each queued
-                    # change would fail the same way, and a trigger reloads again.
-                    reload_dagster(client, schedules=schedules)
+                    self._reload_if_changed(client, schedules=schedules)
             finally:
                 with self._idle:
                     self._pending.pop(change, None)
                     self._idle.notify_all()
 
         return _reload
+
+    def _reload_if_changed(self, client: DagsterClient, *, schedules: list[str]) -> None:
+        # Read before the reload: the code server reads the catalog after this, so what it
+        # loads is at least this graph.
+        digest = self._graph_digest()
+        if digest == self.loaded_digest:
+            # Content only: the next run reads it from the catalog. A status PUT still puts
+            # its schedule back to what the status says, whatever the UI toggled.
+            reset_schedules(client, schedules)
+            return
+        if reload_dagster(client, schedules=schedules):
+            self.loaded_digest = digest
+            self.reloads += 1
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every requested reload finished (or was abandoned); False on timeout."""
@@ -89,13 +109,22 @@ class ReloadTracker:
                 self._idle.wait(timeout=max(0.0, min(deadline, expiry) - now))
 
 
-def reload_dagster(client: DagsterClient, *, schedules: Iterable[str] = ()) -> None:
+def reload_dagster(client: DagsterClient, *, schedules: Iterable[str] = ()) -> bool:
     """Reload the code location, then reset `schedules` so each sync's status (active or
-    paused) decides whether it runs, whatever was toggled in the UI."""
+    paused) decides whether it runs, whatever was toggled in the UI. False if Dagster could
+    not be reached (the catalog change stands; a later change or trigger reloads)."""
     try:
         client.reload_location()
+    except DagsterUnavailableError as err:
+        log.warning("catalog changed but Dagster was not reloaded: %s", err)
+        return False
+    reset_schedules(client, schedules)
+    return True
+
+
+def reset_schedules(client: DagsterClient, schedules: Iterable[str]) -> None:
+    try:
         for schedule in schedules:
             client.reset_schedule(schedule)
     except DagsterUnavailableError as err:
-        # The catalog change stands; the next reload (or trigger) picks it up.
-        log.warning("catalog changed but Dagster was not reloaded: %s", err)
+        log.warning("schedule not reset: %s", err)

@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from composable_dagster.api.dagster_client import DagsterClient, RunInfo
-
-TAG_WORKSPACE = "composable/workspace_id"
-TAG_SYNC = "composable/sync_id"
-TAG_TRIGGER = "composable/trigger"
+from composable_dagster.names import TAG_SYNC, TAG_TRIGGER
 
 ACTIVE_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "MANAGED", "CANCELING")
 _STATUS = {
@@ -26,6 +23,7 @@ _STATUS = {
     "FAILURE": "failed",
     "CANCELED": "cancelled",
 }
+_CHECK_EVENT = "AssetCheckEvaluationEvent"
 _COUNTS = ("rows_processed", "rows_added", "rows_updated", "rows_removed", "rows_failed")
 
 _RUN_ERRORS = """
@@ -36,6 +34,9 @@ query RunErrors($runId: ID!) {
       events {
         __typename
         ... on ExecutionStepFailureEvent { error { message } failureMetadata { label } }
+        ... on AssetCheckEvaluationEvent {
+          evaluation { checkName success description assetKey { path } }
+        }
         ... on RunFailureEvent { message }
       }
     }
@@ -104,6 +105,14 @@ def run_error(client: DagsterClient, run_id: str) -> str:
     """The most specific failure message of a failed run."""
     data = client.query(_RUN_ERRORS, {"runId": run_id})["logsForRun"]
     events = data.get("events", []) if data.get("__typename") == "EventConnection" else []
+    # A blocking check that failed stopped the run: its own words say why, where Dagster's
+    # step failure only says that "1 blocking asset check failed".
+    for event in events:
+        evaluation = event.get("evaluation") if event["__typename"] == _CHECK_EVENT else None
+        if evaluation and not evaluation["success"]:
+            where = "/".join(evaluation["assetKey"]["path"])
+            reason = evaluation.get("description") or "it failed"
+            return f"check {evaluation['checkName']} of {where} stopped the run: {reason}"
     for event in events:
         if event["__typename"] == "ExecutionStepFailureEvent" and event.get("error"):
             return _first_line(event["error"]["message"])

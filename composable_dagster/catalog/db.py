@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
 from composable_dagster.private_files import ensure_private_file
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from composable_dagster.catalog.secret_box import SecretBox
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -48,6 +48,9 @@ def catalog_engine(url: str) -> sa.Engine:
 
 
 def alembic_config(url: str, *, secret_box: SecretBox | None = None) -> Config:
+    # Imported here: a run worker reads the catalog but never migrates it (0.2 s of its start).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -61,6 +64,8 @@ def upgrade_catalog(url: str, *, secret_box: SecretBox | None = None) -> None:
 
     `secret_box` is needed only to upgrade a catalog that still holds plaintext secrets.
     """
+    from alembic import command
+
     command.upgrade(alembic_config(url, secret_box=secret_box), "head")
 
 

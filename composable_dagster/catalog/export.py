@@ -1,9 +1,5 @@
-"""The catalog as plain JSON rows, and back: what the Dagster code location pins.
-
-A code location builds its definitions from this export, and run workers rebuild them from
-the same export (carried in Dagster's reconstruction metadata), so a run sees exactly the
-catalog its code server saw, whatever changed since.
-"""
+"""The catalog as plain JSON rows, and back: what the definitions' graph is computed from
+(catalog/graph.py), every workspace at once, in a deterministic order."""
 
 from __future__ import annotations
 
@@ -27,7 +23,7 @@ from composable_dagster.catalog.tables import (
 )
 
 # Timestamps are left out: nothing built from the export depends on them. Secrets are left
-# out because the export is stored with Dagster's runs: runs read them from the catalog.
+# out: nothing built from the export needs them (runs read them from the catalog).
 _SKIPPED = frozenset(
     {"created_at", "updated_at", "estimated_at", "last_computed_at", "created_by", "secrets"}
 )

@@ -5,11 +5,12 @@ Runs are not stored here: they live in Dagster's run storage (see api/runs.py).
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import pydantic
-from croniter import croniter
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from composable_dagster.catalog.common import (
@@ -23,13 +24,12 @@ from composable_dagster.catalog.common import (
     list_owned,
     unique_slug,
 )
+from composable_dagster.catalog.db import catalog_engine
+from composable_dagster.catalog.resolve import sync_spec
 from composable_dagster.catalog.schema_view import load_schema
 from composable_dagster.catalog.tables import Audience, Destination, SplitGroup, Sync
-from composable_dagster.destinations import destination_type
-from composable_dagster.destinations.pii import HASHED_FIELDS
 from composable_dagster.errors import InvalidInputError, NotFoundError
-from composable_dagster.sync.engine import SafetyConfig
-from composable_dagster.sync.plan import SyncMode, resolve_field_mapping
+from composable_dagster.spec.sync import SyncMode
 
 SettableStatus = Literal["draft", "active", "paused"]
 
@@ -112,31 +112,22 @@ def delete_sync(session: Session, *, workspace_id: str, sync_id: str) -> None:
     session.delete(get_owned(session, Sync, workspace_id=workspace_id, row_id=sync_id))
 
 
+@contextmanager
+def trigger_lock(catalog_url: str, sync_id: str) -> Iterator[None]:
+    """Hold while deciding whether to launch a run of the sync, and launching it: two
+    triggers at once (from any API process) then launch one run, not two. A row lock on
+    PostgreSQL; SQLite's write lock (a few hundred milliseconds). Its own transaction, begun
+    with the write, so SQLite waits for the lock instead of failing a stale read snapshot."""
+    with catalog_engine(catalog_url).begin() as conn:
+        conn.execute(sa.update(Sync).where(Sync.id == sync_id).values(updated_at=Sync.updated_at))
+        yield
+
+
 def list_syncs(
     session: Session, *, workspace_id: str, audience_id: str | None = None
 ) -> list[Sync]:
     filters = {} if audience_id is None else {"audience_id": audience_id}
     return list_owned(session, Sync, workspace_id=workspace_id, **filters)
-
-
-# Cron syntax Dagster's own (vendored, older) croniter rejects though ours accepts it:
-# nearest weekday (`15W`, `LW`), `?` and the Jenkins hash `H` (`H`, `H/15`, `H(0-29)`).
-_CRON_UNSUPPORTED = re.compile(r"[\dlL][wW]\b|\?|(?:^|[\s,])[hH](?=$|[\s,/(])")
-
-
-def valid_cron(schedule: str) -> bool:
-    """Whether Dagster can schedule `schedule`: five fields, syntax its croniter knows, and a
-    day that exists (Dagster refuses February 30 and 31 outright, failing the whole code
-    location's load). Kept beside the API's validation, which must not import Dagster."""
-    fields = schedule.split()
-    if len(fields) != 5 or _CRON_UNSUPPORTED.search(schedule) or not croniter.is_valid(schedule):
-        return False
-    try:
-        expanded = croniter.expand(schedule)[0]
-    except (ValueError, KeyError):
-        return False
-    days, months = expanded[2], expanded[3]
-    return not (months == [2] and len(days) == 1 and days[0] in (30, 31))
 
 
 def _stored(values: dict[str, Any]) -> dict[str, Any]:
@@ -153,38 +144,15 @@ def _stored(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(session: Session, row: Sync) -> None:
-    try:
-        audience = get_owned(
-            session, Audience, workspace_id=row.workspace_id, row_id=row.audience_id
-        )
-    except NotFoundError as err:
-        raise InvalidInputError("audience_id", str(err)) from err
-    try:
-        destination = get_owned(
-            session, Destination, workspace_id=row.workspace_id, row_id=row.destination_id
-        )
-    except NotFoundError as err:
-        raise InvalidInputError("destination_id", str(err)) from err
-    kind = destination_type(destination.destination_type)
-    if SyncMode(row.sync_mode) not in kind.capabilities.modes:
-        supported = ", ".join(sorted(m.value for m in kind.capabilities.modes))
-        raise InvalidInputError(
-            "sync_mode",
-            f"destination type {kind.name!r} does not support {row.sync_mode!r} "
-            f"(it supports {supported})",
-        )
-    if row.schedule is not None and not valid_cron(row.schedule):
-        raise InvalidInputError(
-            "schedule", f"{row.schedule!r} is not a 5-field cron expression (e.g. '0 */4 * * *')"
-        )
-    schema = load_schema(session, workspace_id=row.workspace_id)
-    resolve_field_mapping(
-        row.field_mapping,
-        parent=schema.models[audience.parent_model_id],
-        schema=schema,
-        hashed_fields=HASHED_FIELDS,
-    )
-    SafetyConfig.from_config(row.config)
+    """Its references are its own workspace's; then it resolves as its runs will."""
+    for field, table, row_id in (
+        ("audience_id", Audience, row.audience_id),
+        ("destination_id", Destination, row.destination_id),
+    ):
+        try:
+            get_owned(session, table, workspace_id=row.workspace_id, row_id=row_id)
+        except NotFoundError as err:
+            raise InvalidInputError(field, str(err)) from err
     if row.split_group_id is not None:
         group = session.get(SplitGroup, row.split_group_id)
         if group is None or group.workspace_id != row.workspace_id:
@@ -193,3 +161,4 @@ def _validate(session: Session, row: Sync) -> None:
             )
         if group.audience_id != row.audience_id:
             raise InvalidInputError("split_group_id", "the split group belongs to another audience")
+    sync_spec(session, row, schema=load_schema(session, workspace_id=row.workspace_id))

@@ -4,16 +4,19 @@
 """
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from composable_dagster.defs.resources import ActivationStoreResource
-from composable_dagster.errors import WarehouseError
-from composable_dagster.filters import CatalogSchema, compile_members
+from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
+from composable_dagster.errors import NotFoundError, WarehouseError
+from composable_dagster.filters import FilterError, compile_members
+from composable_dagster.names import META_AUDIENCE_ID, META_CATALOG_VERSION, TAG_KIND
+from composable_dagster.spec.sync import SyncSpec
+from composable_dagster.sync.plan import membership_row_hash
 from composable_dagster.warehouse.activation import MembershipChange
 
 NOT_EMPTY_CHECK = "not_empty"
@@ -22,23 +25,16 @@ DROP_CHECK = "member_count_drop"
 
 @dataclass(frozen=True, slots=True)
 class AudienceAssetSpec:
-    """Everything one audience asset needs, resolved from the catalog at load time."""
+    """The audience's place in the graph. What it computes is read when its run starts."""
 
     key: dg.AssetKey
     audience_id: str
-    workspace_id: str
     name: str
     description: str
     group_name: str
-    parent_model_id: str
-    filter_tree: dict[str, Any]
-    schema: CatalogSchema
     deps: Sequence[dg.AssetKey]
     kind: str
     max_member_drop: float
-    # Row hashes of the syncs' mappings, stored with the membership so their diffs need
-    # not read the parent model (sync/plan.py `membership_row_hash`): name -> columns.
-    row_hashes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def build_audience_asset(spec: AudienceAssetSpec) -> dg.AssetsDefinition:
@@ -67,50 +63,75 @@ def build_audience_asset(spec: AudienceAssetSpec) -> dg.AssetsDefinition:
         kinds={spec.kind, "audience"},
         description=f"**{spec.name}** (audience)\n\n{spec.description}".strip(),
         check_specs=checks,
-        metadata={"composable/audience_id": spec.audience_id},
-        tags={"composable/kind": "audience"},
+        metadata={META_AUDIENCE_ID: spec.audience_id},
+        tags={TAG_KIND: "audience"},
     )
     def audience(
-        context: dg.AssetExecutionContext, activation: ActivationStoreResource
+        context: dg.AssetExecutionContext,
+        activation: ActivationStoreResource,
+        catalog: CatalogResource,
     ) -> dg.MaterializeResult:
         started = time.monotonic()
+        try:
+            run = catalog.audience_run(spec.audience_id)
+        except NotFoundError:
+            raise dg.Failure(
+                description=f"audience {spec.name!r} was deleted after this run was launched; "
+                "nothing was computed"
+            ) from None
         store = activation.store()
-        compiled = compile_members(
-            spec.filter_tree,
-            parent_model_id=spec.parent_model_id,
-            schema=spec.schema,
-            now=datetime.now(UTC),  # the adapter reads the clock; the compiler never does
-            dialect=store.dialect,
-            audience_id=spec.audience_id,
-            null_keys=True,  # counted and reported, never members
-        )
+        try:
+            compiled = compile_members(
+                run.filter_tree,
+                parent_model_id=run.parent_model_id,
+                schema=run.schema,
+                now=datetime.now(UTC),  # the adapter reads the clock; the compiler never does
+                dialect=store.dialect,
+                audience_id=run.audience_id,
+                null_keys=True,  # counted and reported, never members
+            )
+        except FilterError as err:
+            raise dg.Failure(description=f"{run.name}: filter_tree: {err}") from None
         try:
             change = store.replace_members(
-                audience_id=spec.audience_id,
+                audience_id=run.audience_id,
                 members=compiled.expression,
-                row_hashes=spec.row_hashes,
+                row_hashes=row_hashes(run.syncs, dialect=store.dialect),
             )
         except WarehouseError as err:
             # The engine's message without hints naming the activation store, or the run
             # timeout that cancelled the query. Not chained: Dagster stores an error's
             # causes with the run, and the engine's own text has those hints.
-            raise dg.Failure(description=f"{spec.name}: {err}") from None
+            raise dg.Failure(description=f"{run.name}: {err}") from None
         duration = time.monotonic() - started
         context.log.info(
-            f"{spec.name}: {change.member_count} members "
+            f"{run.name}: {change.member_count} members "
             f"(+{change.added or 0} / -{change.removed or 0}) in {duration:.2f} s"
         )
         if change.rows_without_key:
             context.log.warning(
-                f"{spec.name}: {change.rows_without_key} matching rows have a NULL key; they "
+                f"{run.name}: {change.rows_without_key} matching rows have a NULL key; they "
                 "are not members, and its syncs report them as failed rows"
             )
+        metadata = membership_metadata(change, sql=compiled.sql, duration=duration)
+        metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
         return dg.MaterializeResult(
-            metadata=membership_metadata(change, sql=compiled.sql, duration=duration),
+            metadata=metadata,
             check_results=membership_checks(change, max_member_drop=spec.max_member_drop),
         )
 
     return audience
+
+
+def row_hashes(syncs: Sequence[SyncSpec], *, dialect: str) -> dict[str, tuple[str, ...]]:
+    """The row hashes of the syncs' mappings, stored with the membership so their diffs
+    need not read the parent model (sync/plan.py `membership_row_hash`): name -> columns."""
+    hashes: dict[str, tuple[str, ...]] = {}
+    for sync in syncs:
+        column = membership_row_hash(sync.fields, dialect=dialect)
+        if column is not None:
+            hashes[column.name] = column.columns
+    return hashes
 
 
 def membership_metadata(change: MembershipChange, *, sql: str, duration: float) -> dict[str, Any]:
@@ -131,22 +152,39 @@ def membership_metadata(change: MembershipChange, *, sql: str, duration: float) 
 def membership_checks(
     change: MembershipChange, *, max_member_drop: float
 ) -> list[dg.AssetCheckResult]:
+    """The two blocking checks; a failed one says why in words (the API shows it as the
+    run's `error` and the sync's `status_error`)."""
     drop = 0.0
     if change.previous_count:
         drop = max(0.0, 1 - change.member_count / change.previous_count)
+    empty = change.member_count == 0
+    dropped = drop > max_member_drop
     return [
         dg.AssetCheckResult(
             check_name=NOT_EMPTY_CHECK,
-            passed=change.member_count > 0,
+            passed=not empty,
             metadata={"member_count": change.member_count},
+            description=(
+                "the audience has no members, so its syncs did not run (a mirror would "
+                "have removed everyone)"
+                if empty
+                else None
+            ),
         ),
         dg.AssetCheckResult(
             check_name=DROP_CHECK,
-            passed=drop <= max_member_drop,
+            passed=not dropped,
             metadata={
                 "drop_share": round(drop, 4),
                 "max_drop_share": max_member_drop,
                 "previous_member_count": change.previous_count or 0,
             },
+            description=(
+                f"the member count fell {drop:.1%} (from {change.previous_count} to "
+                f"{change.member_count}), more than the {max_member_drop:.0%} allowed "
+                "(COMPOSABLE_MAX_MEMBER_DROP), so its syncs did not run"
+                if dropped
+                else None
+            ),
         ),
     ]

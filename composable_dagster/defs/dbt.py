@@ -1,27 +1,25 @@
-"""dbt assets: the models of dbt_project/ as Dagster assets, on the configured warehouse.
+"""The dbt code location's assets: the models of dbt_project/ on the configured warehouse.
 
 (No `from __future__ import annotations` here: Dagster reads the real context annotation.)
 
-The manifest is built into the state directory (never into the repository), and built on
-load when it is missing, so a fresh clone's code location loads without a manual step.
+A code location of its own (`composable_dbt`, composable_dagster/dbt_definitions.py): the
+catalog's location, which every sync run loads, never imports dagster-dbt, and reloading it
+after a catalog change never reparses dbt. Audiences depend on these assets by key, across
+the two locations. The manifest is built into the state directory (never into the
+repository), and on load when it is missing, so a fresh clone loads without a manual step.
 """
 
-import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets, get_asset_key_for_model
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
-from composable_dagster.demo.dbt_build import (
+from composable_dagster.dbt_project import (
     DBT_PROJECT_DIR,
     TARGET_ENV_VAR,
     dbt_env_for_warehouse,
-    dbt_parse,
-    dbt_state_dir,
-    dbt_target_dir,
+    dbt_executable,
+    ensure_manifest,
 )
 from composable_dagster.settings import Settings
 
@@ -29,32 +27,19 @@ from composable_dagster.settings import Settings
 def dbt_project(settings: Settings) -> DbtProject:
     """The dbt project targeting the warehouse in `settings`, with its manifest prepared."""
     env = dbt_env_for_warehouse(settings.resolved_warehouse_url)
-    target = env[TARGET_ENV_VAR]
     # dbt reads its profile from the environment; the run workers inherit it from here.
     os.environ.update(env)
-    project = DbtProject(
+    manifest = ensure_manifest(settings.home_dir, settings.resolved_warehouse_url)
+    return DbtProject(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
-        target=target,
+        target=env[TARGET_ENV_VAR],
         # Where `composable init` built: a fresh demo loads without parsing again.
-        target_path=dbt_target_dir(
-            dbt_state_dir(settings.home_dir, settings.resolved_warehouse_url)
-        ),
+        target_path=manifest.parent,
     )
-    if not Path(project.manifest_path).exists():
-        dbt_parse(project.target_path, warehouse_url=settings.resolved_warehouse_url)
-    return project
 
 
-@dataclass(frozen=True)
-class DbtLayer:
-    """The dbt assets, and which warehouse table each dbt model builds."""
-
-    definitions: dg.Definitions
-    table_assets: Mapping[tuple[str | None, str], dg.AssetKey]
-
-
-def dbt_definitions(settings: Settings) -> DbtLayer:
+def dbt_definitions(settings: Settings) -> dg.Definitions:
     project = dbt_project(settings)
 
     # A DuckDB warehouse file admits one writer, and the API holds it open read-only for a
@@ -67,19 +52,12 @@ def dbt_definitions(settings: Settings) -> DbtLayer:
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         yield from dbt.cli(["build"], context=context).stream()
 
-    manifest = json.loads(Path(project.manifest_path).read_text())
-    table_assets: dict[tuple[str | None, str], dg.AssetKey] = {}
-    for node in manifest["nodes"].values():
-        if node["resource_type"] != "model":
-            continue
-        key = get_asset_key_for_model([dbt_models], node["name"])
-        table = (node.get("alias") or node["name"]).lower()
-        table_assets[(node["schema"].lower(), table)] = key
-        table_assets.setdefault((None, table), key)
-    return DbtLayer(
-        definitions=dg.Definitions(
-            assets=[dbt_models],
-            resources={"dbt": DbtCliResource(project_dir=project, target=project.target)},
-        ),
-        table_assets=table_assets,
+    return dg.Definitions(
+        assets=[dbt_models],
+        resources={
+            "dbt": DbtCliResource(
+                project_dir=project, target=project.target, dbt_executable=dbt_executable()
+            )
+        },
+        executor=dg.in_process_executor,
     )

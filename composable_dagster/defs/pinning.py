@@ -1,32 +1,35 @@
-"""Pin the catalog for run workers (the one place that touches Dagster's private load API).
+"""Pin the catalog's graph for run workers (the one place that touches Dagster's private
+load API).
 
 Every run worker rebuilds the definitions in its own process. If it read the catalog again,
 a sync deleted between launch and start would be missing (DagsterInvalidSubsetError, and no
-failed materialization recorded). So the code server stores the catalog export it built
-from in the reconstruction metadata, and workers rebuild from that same export.
-`DefinitionsLoadContext` is private in Dagster 1.13: keep its use to this module.
+failed materialization recorded), and every worker would pay for the read. So the code
+server stores the graph it built from in the reconstruction metadata, and workers rebuild
+from that same graph. The graph holds no content and no secret (catalog/graph.py): runs
+read those from the catalog when they start. `DefinitionsLoadContext` is private in
+Dagster 1.13: keep its use to this module.
 """
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 from dagster._core.definitions.definitions_load_context import (
     DefinitionsLoadContext,
     DefinitionsLoadType,
 )
 
-PIN_KEY = "composable/catalog_export"
+from composable_dagster.catalog.graph import CatalogGraph
+
+PIN_KEY = "composable/catalog_graph"
 
 
-def pinned_catalog_export(read_catalog: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The catalog export this load must use: the pinned one when reconstructing a run's
+def pinned_graph(read_graph: Callable[[], CatalogGraph]) -> CatalogGraph:
+    """The graph this load must use: the pinned one when reconstructing a run's
     definitions, otherwise a fresh read that is pinned for the runs launched from it."""
     context = DefinitionsLoadContext.get()
     if context.load_type == DefinitionsLoadType.RECONSTRUCTION:
         pinned = context.reconstruction_metadata.get(PIN_KEY)
         if pinned is not None:
-            return json.loads(pinned)
-    export = read_catalog()
-    context.add_to_pending_reconstruction_metadata(PIN_KEY, json.dumps(export, sort_keys=True))
-    return export
+            return CatalogGraph.from_json(pinned)
+    graph = read_graph()
+    context.add_to_pending_reconstruction_metadata(PIN_KEY, graph.to_json())
+    return graph

@@ -9,14 +9,16 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import pydantic
 
 from composable_dagster.catalog.db import catalog_session
-from composable_dagster.catalog.destinations import destination_config
+from composable_dagster.catalog.resolve import (
+    AudienceRun,
+    SyncRun,
+    load_audience_run,
+    load_sync_run,
+)
 from composable_dagster.catalog.secret_box import load_secret_box
-from composable_dagster.catalog.tables import Destination
-from composable_dagster.destinations import DestinationScope, DestinationType
-from composable_dagster.errors import NotFoundError
+from composable_dagster.destinations import DestinationScope
 from composable_dagster.settings import Settings
 from composable_dagster.warehouse.activation import ActivationStore
 
@@ -48,8 +50,9 @@ class ActivationStoreResource(dg.ConfigurableResource):
 
 
 class CatalogResource(dg.ConfigurableResource):
-    """The catalog, read when a run starts: destination secrets never enter the definitions
-    (nor, therefore, Dagster's storage); runs decrypt them here."""
+    """The catalog, read when a run starts: what a run does is never in the definitions,
+    so an edit needs no reload, and destination secrets (decrypted here) never enter
+    Dagster's storage."""
 
     catalog_url: str
     secret_key: str | None = None  # always a dg.EnvVar: see `catalog_resource`
@@ -57,21 +60,26 @@ class CatalogResource(dg.ConfigurableResource):
     export_root: str
     file_protocols: str = ""
 
-    def destination(
-        self, *, workspace_id: str, workspace_slug: str, destination_id: str
-    ) -> tuple[DestinationType, pydantic.BaseModel]:
-        """The destination's type and whole config (secrets included), as stored now."""
-        box = load_secret_box(keys=self.secret_key, key_file=Path(self.secret_key_file))
-        scope = DestinationScope(
-            export_root=Path(self.export_root),
-            workspace_slug=workspace_slug,
-            file_protocols=frozenset(p for p in self.file_protocols.split(",") if p),
-        )
+    def audience_run(self, audience_id: str) -> AudienceRun:
+        """The audience as stored now (NotFoundError once it is deleted)."""
         with catalog_session(self.catalog_url) as session:
-            row = session.get(Destination, destination_id)
-            if row is None or row.workspace_id != workspace_id:
-                raise NotFoundError("destination", destination_id)
-            return destination_config(row, scope=scope, box=box)
+            return load_audience_run(session, audience_id=audience_id)
+
+    def sync_run(self, sync_id: str) -> SyncRun:
+        """The sync as stored now, its destination's secrets decrypted (NotFoundError once
+        it is deleted; InvalidInputError when it cannot run as stored)."""
+        box = load_secret_box(keys=self.secret_key, key_file=Path(self.secret_key_file))
+        protocols = frozenset(p for p in self.file_protocols.split(",") if p)
+
+        def scope_for(workspace_slug: str) -> DestinationScope:
+            return DestinationScope(
+                export_root=Path(self.export_root),
+                workspace_slug=workspace_slug,
+                file_protocols=protocols,
+            )
+
+        with catalog_session(self.catalog_url) as session:
+            return load_sync_run(session, sync_id=sync_id, scope_for=scope_for, box=box)
 
 
 def catalog_resource(settings: Settings) -> CatalogResource:

@@ -5,7 +5,6 @@ found by `composable/sync_id` like API-triggered ones, and the per-sync run-queu
 dagster.yaml keeps runs of one sync from overlapping.
 """
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,17 +12,19 @@ from typing import Any
 
 import dagster as dg
 
+from composable_dagster.catalog.resolve import SyncRun
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
-from composable_dagster.errors import DomainError
+from composable_dagster.errors import DomainError, NotFoundError
+from composable_dagster.names import (
+    ASSET_JOB,
+    META_CATALOG_VERSION,
+    META_SYNC_ID,
+    TAG_KIND,
+    schedule_name,
+    sync_run_tags,
+)
 from composable_dagster.sync.engine import SyncJob, SyncReport, SyncSafetyError, run_sync
 
-# Dagster's implicit job over every asset (IMPLICIT_ASSET_JOB_NAME, not exported): schedules
-# and API launches select [audience, sync] from it. A job of our own beside it doubled the
-# job snapshots the webserver builds on every reload (5-7 s of 25 s at 1,000 syncs).
-SYNC_JOB_NAME = "__ASSET_JOB"
-TAG_WORKSPACE = "composable/workspace_id"
-TAG_SYNC = "composable/sync_id"
-TAG_TRIGGER = "composable/trigger"
 ROW_ERRORS_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("entity_key", "string"),
@@ -35,10 +36,11 @@ ROW_ERRORS_SCHEMA = dg.TableSchema(
 
 @dataclass(frozen=True, slots=True)
 class SyncAssetSpec:
+    """The sync's place in the graph. What it sends, and where, is read when its run starts."""
+
     key: dg.AssetKey
     audience_key: dg.AssetKey
     sync_id: str
-    audience_id: str
     workspace_id: str
     name: str
     description: str
@@ -47,11 +49,9 @@ class SyncAssetSpec:
     sync_mode: str
     schedule: str | None
     status: str
-    job: SyncJob | None  # None when the sync cannot run as stored (its status_error says why)
-    problem: str = ""
 
     def run_tags(self, trigger: str) -> Mapping[str, str]:
-        return {TAG_WORKSPACE: self.workspace_id, TAG_SYNC: self.sync_id, TAG_TRIGGER: trigger}
+        return sync_run_tags(workspace_id=self.workspace_id, sync_id=self.sync_id, trigger=trigger)
 
 
 def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
@@ -62,32 +62,32 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
         kinds={spec.destination_type, "sync"},
         description=f"**{spec.name}** (sync, mode {spec.sync_mode})\n\n{spec.description}".strip(),
         metadata={
-            "composable/sync_id": spec.sync_id,
+            META_SYNC_ID: spec.sync_id,
             "sync_mode": spec.sync_mode,
             "schedule": spec.schedule or "manual",
             "status": spec.status,
         },
-        tags={"composable/kind": "sync"},
+        tags={TAG_KIND: "sync"},
     )
     def sync(
         context: dg.AssetExecutionContext,
         activation: ActivationStoreResource,
         catalog: CatalogResource,
     ) -> dg.MaterializeResult:
-        if spec.job is None:
-            raise dg.Failure(description=f"sync cannot run: {spec.problem}")
         try:
-            # The definitions carry the destination with its secrets masked; the run reads
-            # the stored config, secrets decrypted, so none is ever in Dagster's storage.
-            kind, config = catalog.destination(
-                workspace_id=spec.workspace_id,
-                workspace_slug=spec.group_name,
-                destination_id=spec.job.destination_id,
-            )
-            job = dataclasses.replace(spec.job, destination=kind, destination_config=config)
+            # Everything the run does is read now, by id: the definitions carry none of it.
+            run = catalog.sync_run(spec.sync_id)
+        except NotFoundError:
+            raise dg.Failure(
+                description=f"sync {spec.name!r} was deleted after this run was launched; "
+                "nothing was sent"
+            ) from None
+        except DomainError as err:
+            raise dg.Failure(description=f"sync cannot run: {err}") from None
+        try:
             report = run_sync(
                 activation.store(),
-                job,
+                sync_job(run),
                 run_id=context.run_id,
                 now=datetime.now(UTC),
                 log=context.log.info,
@@ -101,12 +101,33 @@ def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
             # engine's own message (below ours) may name what a tenant must not see.
             raise dg.Failure(description=str(err)) from None
         context.log.info(
-            f"{spec.name}: +{report.added} ~{report.updated} -{report.removed} "
+            f"{run.name}: +{report.added} ~{report.updated} -{report.removed} "
             f"failed {report.failed} in {report.seconds:.2f} s"
         )
-        return dg.MaterializeResult(metadata=sync_metadata(report))
+        metadata = sync_metadata(report)
+        metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
+        return dg.MaterializeResult(metadata=metadata)
 
     return sync
+
+
+def sync_job(run: SyncRun) -> SyncJob:
+    """The engine's job for a sync resolved from the catalog."""
+    spec = run.spec
+    parent = run.schema.models[run.schema.audiences[spec.audience_id].parent_model_id]
+    return SyncJob(
+        sync_id=spec.sync_id,
+        audience_id=spec.audience_id,
+        mode=spec.mode,
+        fields=spec.fields,
+        parent=parent,
+        schema=run.schema,
+        destination=run.destination,
+        destination_config=run.destination_config,
+        destination_id=spec.destination_id,
+        safety=spec.safety,
+        split=spec.split,
+    )
 
 
 def sync_metadata(report: SyncReport) -> dict[str, Any]:
@@ -138,9 +159,9 @@ def build_sync_schedule(spec: SyncAssetSpec) -> dg.ScheduleDefinition:
     """A schedule running [audience, sync]; stopped unless the sync is active."""
 
     @dg.schedule(
-        name=f"{spec.group_name}__{spec.key.path[-1]}__schedule",
+        name=schedule_name(spec.group_name, spec.key.path[-1]),
         cron_schedule=spec.schedule or "",
-        job_name=SYNC_JOB_NAME,
+        job_name=ASSET_JOB,
         execution_timezone="UTC",
         default_status=(
             dg.DefaultScheduleStatus.RUNNING

@@ -5,14 +5,13 @@ project in ``dbt_project/`` so that ``analytics.customers``, ``analytics.orders`
 ``analytics.events`` exist for audiences to filter on.
 """
 
-from composable_dagster.demo.dbt_build import (
+from composable_dagster.dbt_project import (
     DBT_PROJECT_DIR,
     DbtCommandError,
-    DemoBuildResult,
-    build_demo_warehouse,
     dbt_env_for_warehouse,
     dbt_parse,
 )
+from composable_dagster.demo.dbt_build import DemoBuildResult, build_demo_warehouse
 from composable_dagster.demo.generate import (
     RawCounts,
     generate_raw_duckdb,

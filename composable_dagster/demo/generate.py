@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import duckdb
 import psycopg
 import pyarrow.csv as pa_csv
-import sqlalchemy as sa
 from psycopg import sql
+
+from composable_dagster.dbt_project import pg_connect_kwargs
 
 __all__ = [
     "RAW_SCHEMA",
@@ -29,7 +30,6 @@ __all__ = [
     "RawCounts",
     "generate_raw_duckdb",
     "generate_raw_postgres",
-    "pg_connect_kwargs",
     "raw_content_hash",
 ]
 
@@ -267,23 +267,6 @@ def raw_content_hash(con: duckdb.DuckDBPyConnection) -> str:
             pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
             digest.update(buffer.getvalue())
     return digest.hexdigest()
-
-
-def pg_connect_kwargs(url: str) -> dict[str, str | int]:
-    """psycopg connection keywords from a SQLAlchemy PostgreSQL URL."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string()}")
-    kwargs: dict[str, str | int] = {
-        "host": parsed.host or "localhost",
-        "port": parsed.port or 5432,
-        "dbname": parsed.database or "postgres",
-    }
-    if parsed.username:
-        kwargs["user"] = parsed.username
-    if parsed.password is not None:
-        kwargs["password"] = str(parsed.password)
-    return kwargs
 
 
 # --- SQL builders -------------------------------------------------------------------------

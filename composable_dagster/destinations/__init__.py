@@ -11,12 +11,12 @@ from composable_dagster.destinations.base import (
     Operation,
     RecordBatch,
     SyncContext,
-    SyncMode,
 )
 from composable_dagster.destinations.file import FileDestination
 from composable_dagster.destinations.postgres import PostgresDestination
 from composable_dagster.destinations.webhook import WebhookDestination
 from composable_dagster.errors import InvalidInputError
+from composable_dagster.spec.sync import SyncMode
 
 DESTINATION_TYPES: dict[str, DestinationType] = {
     t.name: t for t in (FileDestination(), PostgresDestination(), WebhookDestination())

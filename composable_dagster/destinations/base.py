@@ -33,13 +33,7 @@ import pydantic
 
 from composable_dagster.errors import InvalidInputError
 from composable_dagster.settings import Settings
-
-
-class SyncMode(enum.StrEnum):
-    ADD = "add"
-    REMOVE = "remove"
-    MIRROR = "mirror"
-    UPSERT = "upsert"
+from composable_dagster.spec.sync import SyncMode
 
 
 class Operation(enum.StrEnum):

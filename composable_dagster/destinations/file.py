@@ -53,10 +53,10 @@ from composable_dagster.destinations.base import (
     DestinationType,
     RecordBatch,
     SyncContext,
-    SyncMode,
     scope_of,
 )
 from composable_dagster.errors import InvalidInputError
+from composable_dagster.spec.sync import SyncMode
 
 PART_SUFFIX = ".part"
 KEY_COLUMN = "entity_key"

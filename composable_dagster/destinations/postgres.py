@@ -20,6 +20,7 @@ database error fails the whole destination.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -50,11 +51,11 @@ from composable_dagster.destinations.base import (
     Operation,
     RecordBatch,
     SyncContext,
-    SyncMode,
     scope_of,
 )
 from composable_dagster.destinations.retry import Backoff
 from composable_dagster.errors import InvalidInputError
+from composable_dagster.spec.sync import SyncMode
 
 # Attempts on a lost connection / deadlock before the destination is declared failed.
 TRANSIENT_RETRIES = 3
@@ -575,7 +576,15 @@ def _csv_ready(rows: pa.Table, *, for_csv: bool = True) -> pa.Table:
 COPY_CHUNK_ROWS = 10_000
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
 _BINARY_TRAILER = b"\xff\xff"
-_NULL_CELL = pa.scalar(b"\xff\xff\xff\xff", pa.binary())  # field length -1
+
+
+@functools.cache
+def _null_cell() -> pa.Scalar:
+    """A NULL field (length -1). Made on first use: `pa.scalar` at import time imports pandas
+    (0.2-0.4 s of every process that imports the destination types, run workers included)."""
+    return pa.scalar(b"\xff\xff\xff\xff", pa.binary())
+
+
 _US_1970_TO_2000 = 946_684_800_000_000
 _DAYS_1970_TO_2000 = 10_957
 
@@ -719,17 +728,17 @@ def _fixed_size_binary(record: np.ndarray) -> pa.Array:
 def _variable_cells(numpy_type: str | None, values: pa.Array) -> pa.Array:
     rows = len(values)
     if pa.types.is_null(values.type):
-        return pa.repeat(_NULL_CELL, rows)
+        return pa.repeat(_null_cell(), rows)
     if numpy_type is None:  # text: length prefix, then the UTF-8 bytes
         lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
         prefix = _fixed_size_binary(lengths.astype(">i4").view(np.dtype([("l", ">i4")])))
         cells = pc.binary_join_element_wise(prefix, values.cast(pa.binary()), b"")
-        return pc.fill_null(cells, _NULL_CELL)
+        return pc.fill_null(cells, _null_cell())
     # A fixed-width column with nulls: a null is only its length (-1), so rows differ in size.
     record = np.empty(rows, dtype=np.dtype([("l", ">i4"), ("v", numpy_type)]))
     record["l"] = np.dtype(numpy_type).itemsize
     record["v"] = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
-    return pc.if_else(pc.is_valid(values), _fixed_size_binary(record), _NULL_CELL)
+    return pc.if_else(pc.is_valid(values), _fixed_size_binary(record), _null_cell())
 
 
 def _is_unique(table: sa.Table, key: str, engine: sa.Engine) -> bool:

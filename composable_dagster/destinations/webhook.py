@@ -52,9 +52,9 @@ from composable_dagster.destinations.base import (
     DestinationType,
     RecordBatch,
     SyncContext,
-    SyncMode,
 )
 from composable_dagster.destinations.retry import Backoff
+from composable_dagster.spec.sync import SyncMode
 
 SIGNATURE_HEADER = "X-Composable-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

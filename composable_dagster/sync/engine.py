@@ -36,15 +36,13 @@ from composable_dagster.destinations.base import (
     SyncContext,
 )
 from composable_dagster.destinations.pii import apply_pii
-from composable_dagster.errors import DomainError, InvalidInputError
+from composable_dagster.errors import DomainError
 from composable_dagster.filters import CatalogSchema
 from composable_dagster.filters.schema import ModelDef
+from composable_dagster.spec.sync import MappedField, SafetyConfig, SplitRange, SyncMode
 from composable_dagster.sync.plan import (
     RECORDED_UNSENT,
     SENT,
-    MappedField,
-    SplitRange,
-    SyncMode,
     changes,
     current_hashes,
     current_values,
@@ -64,25 +62,6 @@ ERROR_SAMPLE = 20
 
 class SyncSafetyError(DomainError):
     """The run would do something a sync should never do unasked; nothing was sent."""
-
-
-class SafetyConfig(pydantic.BaseModel):
-    """The safety settings a sync's `config` may override."""
-
-    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
-
-    allow_empty_mirror: bool = False
-    max_remove_share: float = pydantic.Field(default=0.5, ge=0, le=1)
-    batch_size: int | None = pydantic.Field(default=None, ge=1, le=1_000_000)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SafetyConfig:
-        try:
-            return cls.model_validate(config)
-        except pydantic.ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidInputError(f"config.{where}", first["msg"]) from err
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,21 +19,19 @@ fingerprint ties a snapshot to its mapping.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
 
 import sqlglot
 from sqlglot import exp
 
-from composable_dagster.errors import InvalidInputError
 from composable_dagster.filters import CatalogSchema, compile_trait_values
 from composable_dagster.filters.compile import count_star, model_rows
 from composable_dagster.filters.schema import ModelDef
+from composable_dagster.spec.sync import BUCKETS, MappedField, SplitRange, SyncMode
 from composable_dagster.warehouse.fingerprints import (
     change_kind,
     differs,
@@ -42,14 +40,6 @@ from composable_dagster.warehouse.fingerprints import (
 )
 
 PLAN_VERSION = "v2"  # bump when the hash formula changes: every snapshot then resyncs
-BUCKETS = 10_000  # split assignment granularity: 0.01%
-
-
-class SyncMode(enum.StrEnum):
-    ADD = "add"
-    REMOVE = "remove"
-    MIRROR = "mirror"
-    UPSERT = "upsert"
 
 
 # What each mode delivers, and what it records in the snapshot without delivering (remove
@@ -63,67 +53,6 @@ SENT: Mapping[SyncMode, frozenset[str]] = {
 RECORDED_UNSENT: Mapping[SyncMode, frozenset[str]] = {
     SyncMode.REMOVE: frozenset({"add", "update"}),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class MappedField:
-    """One field of the mapping: where its value comes from and how it is delivered."""
-
-    destination_field: str
-    source_column: str
-    column: str | None = None  # a parent-model column, or
-    trait_id: str | None = None  # a trait's value
-    pii: Literal["email", "phone"] | None = None  # normalise + SHA-256 before delivery
-
-
-@dataclass(frozen=True, slots=True)
-class SplitRange:
-    """The members of one split group: bucket(split_id, key) in [low, high)."""
-
-    split_id: str
-    low: int
-    high: int
-
-
-def resolve_field_mapping(
-    mapping: Sequence[Mapping[str, Any]],
-    *,
-    parent: ModelDef,
-    schema: CatalogSchema,
-    hashed_fields: Mapping[str, str],
-    path: str = "field_mapping",
-) -> list[MappedField]:
-    """Check a sync's field_mapping against the parent model and its traits.
-
-    A source is a parent-model column, or else the slug of a trait of that model.
-    """
-    if not mapping:
-        raise InvalidInputError(path, "map at least one field")
-    traits = {t.slug: t for t in schema.traits.values() if t.parent_model_id == parent.id}
-    fields, seen = [], set()
-    for i, item in enumerate(mapping):
-        where = f"{path}[{i}]"
-        source, target = item.get("source_column"), item.get("destination_field")
-        if not isinstance(source, str) or not source:
-            raise InvalidInputError(f"{where}.source_column", "required (a column or trait)")
-        if not isinstance(target, str) or not target:
-            raise InvalidInputError(f"{where}.destination_field", "required")
-        if target in seen:
-            raise InvalidInputError(f"{where}.destination_field", f"{target!r} is mapped twice")
-        seen.add(target)
-        pii = item.get("hash") or hashed_fields.get(target)
-        if pii not in (None, "email", "phone"):
-            raise InvalidInputError(f"{where}.hash", "one of 'email' or 'phone'")
-        if source in parent.columns:
-            fields.append(MappedField(target, source, column=source, pii=pii))
-        elif source in traits:
-            fields.append(MappedField(target, source, trait_id=traits[source].id, pii=pii))
-        else:
-            raise InvalidInputError(
-                f"{where}.source_column",
-                f"{source!r} is neither a column of model {parent.name} nor one of its traits",
-            )
-    return fields
 
 
 def mapping_fingerprint(

@@ -7,11 +7,13 @@ location: run storage is all a run lookup needs), so these take a second, not a 
 
 from __future__ import annotations
 
+import itertools
+import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -30,7 +32,7 @@ from composable_dagster.api.dagster_client import (
     DagsterUnavailableError,
 )
 from composable_dagster.api.reload import ReloadTracker
-from composable_dagster.api.runs import TAG_SYNC
+from composable_dagster.names import TAG_SYNC
 from composable_dagster.settings import Settings
 from tests.webhook_receiver import Receiver
 
@@ -189,10 +191,22 @@ def _reload_requests(receiver: Receiver) -> int:
     return sum(1 for r in receiver.requests if b"reloadRepositoryLocation" in r.body)
 
 
+def _changing_graph() -> Callable[[], str]:
+    """A graph digest that differs on every read: every change altered the graph."""
+    counter = itertools.count()
+    return lambda: str(next(counter))
+
+
+RELOADED = ("status", 200, {"Content-Type": "application/json"}, json.dumps({"data": {
+    "reloadRepositoryLocation": {"__typename": "WorkspaceLocationEntry",
+                                 "locationOrLoadError": {"__typename": "RepositoryLocation"}}},
+}).encode())  # fmt: skip
+
+
 def test_a_burst_of_changes_costs_at_most_two_reloads(receiver: Receiver) -> None:
     receiver.script.append(("sleep", 0.5))  # the first reload is slow
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker()
+    tracker = ReloadTracker(graph_digest=_changing_graph())
     tasks = [tracker.request(client) for _ in range(6)]
     first = threading.Thread(target=tasks[0])
     first.start()
@@ -210,7 +224,7 @@ def test_a_burst_of_changes_costs_at_most_two_reloads(receiver: Receiver) -> Non
 
 def test_a_change_reloads_after_it_is_committed(receiver: Receiver) -> None:
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker()
+    tracker = ReloadTracker(graph_digest=_changing_graph())
     earlier, later = tracker.request(client), tracker.request(client)
     earlier()  # `later` has been asked for, not committed: this reload may not see it
     later()
@@ -221,7 +235,7 @@ def test_an_abandoned_reload_request_stops_blocking(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reload, "ABANDONED_AFTER_SECONDS", 0.3)
-    tracker = ReloadTracker()
+    tracker = ReloadTracker(graph_digest=_changing_graph())
     tracker.request(DagsterClient(receiver.url, location="composable"))  # never run
     started = time.monotonic()
     assert tracker.wait_idle(timeout=5)
@@ -231,7 +245,7 @@ def test_an_abandoned_reload_request_stops_blocking(
 
 def test_a_pending_reload_is_waited_for(receiver: Receiver) -> None:
     receiver.script.append(("sleep", 0.4))
-    tracker = ReloadTracker()
+    tracker = ReloadTracker(graph_digest=_changing_graph())
     task = tracker.request(DagsterClient(receiver.url, location="composable"))
     assert not tracker.wait_idle(timeout=0.1)  # asked for, not started: a trigger waits
     thread = threading.Thread(target=task)
@@ -239,6 +253,32 @@ def test_a_pending_reload_is_waited_for(receiver: Receiver) -> None:
     assert tracker.wait_idle(timeout=5)
     thread.join()
     assert _reload_requests(receiver) == 1
+
+
+def test_a_change_that_leaves_the_graph_as_it_was_does_not_reload(receiver: Receiver) -> None:
+    """A tree, mapping or destination edit: the graph's digest is the one Dagster loaded."""
+    graph = ["v1"]
+    tracker = ReloadTracker(graph_digest=lambda: graph[0])
+    client = DagsterClient(receiver.url, location="composable")
+    receiver.script.extend([RELOADED, RELOADED])
+    tracker.request(client)()  # the first change: what Dagster loaded is not known yet
+    assert (_reload_requests(receiver), tracker.loaded_digest) == (1, "v1")
+    for _ in range(5):
+        tracker.request(client)()  # content edits
+    assert _reload_requests(receiver) == 1
+    graph[0] = "v2"  # an audience created, say
+    tracker.request(client)()
+    assert (_reload_requests(receiver), tracker.reloads) == (2, 2)
+
+
+def test_a_failed_reload_is_tried_again_by_the_next_change(receiver: Receiver) -> None:
+    tracker = ReloadTracker(graph_digest=lambda: "v1")
+    client = DagsterClient(receiver.url, location="composable")
+    tracker.request(client)()  # the receiver's plain "ok" is no GraphQL answer: not loaded
+    assert tracker.loaded_digest is None
+    receiver.script.append(RELOADED)
+    tracker.request(client)()
+    assert (_reload_requests(receiver), tracker.loaded_digest) == (2, "v1")
 
 
 @pytest.fixture

@@ -18,8 +18,11 @@ import sqlalchemy as sa
 import sqlglot
 from sqlglot import exp
 
+from composable_dagster.catalog.db import catalog_session, upgrade_catalog
+from composable_dagster.catalog.tables import Audience, Model
+from composable_dagster.catalog.workspaces import create_workspace
 from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
-from composable_dagster.defs.resources import ActivationStoreResource
+from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import compile_members
 from composable_dagster.filters.schema import (
@@ -277,20 +280,41 @@ def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path
     ActivationStore(warehouse_url=url, home=home).replace_members(
         audience_id="a-1", members=_members("duckdb", 49)
     )  # the table members_a1, which the misspelled name below is near
-    model = ModelDef(
-        id="m", name="typo", entity_type=EntityType.PARENT, primary_key="customer_id",
-        columns={"customer_id": Column("customer_id", ColumnType.TEXT)},
-        table="analytics.members_a1",
-    )  # fmt: skip
+    # A real catalog holding the audience: its run reads the tree from there.
+    catalog_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    upgrade_catalog(catalog_url)
+    with catalog_session(catalog_url) as session:
+        workspace = create_workspace(session, name="Acme")
+        model = Model(
+            workspace_id=workspace.id, name="typo", model_type="table", status="ready",
+            source_schema="analytics", source_table="members_a1", entity_type="parent",
+            primary_key_column="customer_id",
+            columns=[{"name": "customer_id", "type": "VARCHAR", "kind": "text"}],
+        )  # fmt: skip
+        session.add(model)
+        session.flush()
+        audience = Audience(
+            workspace_id=workspace.id, parent_model_id=model.id, name="typo", slug="typo",
+            status="ready", filter_tree={"type": "and", "children": []},
+        )  # fmt: skip
+        session.add(audience)
+        session.flush()
+        audience_id = audience.id
     spec = AudienceAssetSpec(
-        key=dg.AssetKey(["acme", "typo"]), audience_id="a-2", workspace_id="w", name="typo",
-        description="", group_name="acme", parent_model_id="m",
-        filter_tree={"type": "and", "children": []}, schema=CatalogSchema(models={"m": model}),
-        deps=[], kind="duckdb", max_member_drop=0.5,
+        key=dg.AssetKey(["acme", "typo"]), audience_id=audience_id, name="typo",
+        description="", group_name="acme", deps=[], kind="duckdb", max_member_drop=0.5,
     )  # fmt: skip
+    catalog = CatalogResource(
+        catalog_url=catalog_url,
+        secret_key_file=str(tmp_path / "secret.key"),
+        export_root=str(tmp_path / "exports"),
+    )
     result = dg.materialize(
         [build_audience_asset(spec)],
-        resources={"activation": ActivationStoreResource(home=str(home), warehouse_url=url)},
+        resources={
+            "activation": ActivationStoreResource(home=str(home), warehouse_url=url),
+            "catalog": catalog,
+        },
         raise_on_error=False,
     )
     failure = next(e for e in result.all_events if e.is_step_failure)

@@ -11,12 +11,12 @@ import pytest
 from composable_dagster.catalog import audiences, models, relationships, workspaces
 from composable_dagster.catalog.db import catalog_session, upgrade_catalog
 from composable_dagster.catalog.export import export_catalog, rows_from_export
+from composable_dagster.catalog.graph import graph_from_rows
 from composable_dagster.catalog.tables import Destination, Sync
 from composable_dagster.defs.catalog_assets import catalog_definitions
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
-from composable_dagster.defs.syncs import SYNC_JOB_NAME
+from composable_dagster.names import ASSET_JOB
 from composable_dagster.warehouse import Warehouse
-from tests.scopes import ANYWHERE
 
 from ..api.conftest import WAREHOUSE_SQL
 
@@ -30,7 +30,6 @@ CATALOG = CatalogResource(
 DEPENDENCIES = {
     "activation": ACTIVATION,
     "catalog": CATALOG,
-    "destination_scope": lambda _: ANYWHERE,
 }
 TABLE_ASSETS = {
     ("analytics", "customers"): dg.AssetKey("customers"),
@@ -112,9 +111,9 @@ def export(tmp_path: Path) -> dict:
 
 def test_keys_groups_deps_and_kinds(export: dict) -> None:
     defs = catalog_definitions(
-        rows_from_export(export),
+        graph_from_rows(rows_from_export(export), dialect="duckdb"),
         table_assets=TABLE_ASSETS,
-        dialect="duckdb",
+        kind="duckdb",
         max_member_drop=0.5,
         **DEPENDENCIES,
     )
@@ -142,9 +141,9 @@ def test_keys_groups_deps_and_kinds(export: dict) -> None:
 
 def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
     defs = catalog_definitions(
-        rows_from_export(export),
+        graph_from_rows(rows_from_export(export), dialect="duckdb"),
         table_assets=TABLE_ASSETS,
-        dialect="duckdb",
+        kind="duckdb",
         max_member_drop=0.5,
         **DEPENDENCIES,
     )
@@ -159,7 +158,7 @@ def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
     assert hourly.cron_schedule == "0 * * * *"
     assert hourly.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedules["acme__paused__schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
-    assert hourly.job_name == SYNC_JOB_NAME
+    assert hourly.job_name == ASSET_JOB
 
     # The schedule runs the audience and the sync together, tagged with the sync id.
     with dg.build_schedule_context() as context:
@@ -176,7 +175,8 @@ def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
 def test_definitions_are_deterministic(export: dict) -> None:
     def snapshot() -> list[tuple[str, list[str]]]:
         defs = catalog_definitions(
-            rows_from_export(export), table_assets=TABLE_ASSETS, dialect="duckdb",
+            graph_from_rows(rows_from_export(export), dialect="duckdb"),
+            table_assets=TABLE_ASSETS, kind="duckdb",
             max_member_drop=0.5, **DEPENDENCIES,
         )  # fmt: skip
         graph = defs.resolve_asset_graph()

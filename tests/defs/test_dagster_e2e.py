@@ -1,5 +1,5 @@
 """End to end on a real `composable serve`: reload over GraphQL, launch, read back, and run
-workers that rebuild the definitions from the pinned catalog."""
+workers that rebuild the definitions from the pinned graph."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from composable_dagster.api.dagster_client import DagsterClient
+from composable_dagster.api.runs import run_error
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.catalog.tables import Audience, Sync
+from composable_dagster.names import TAG_SYNC
 from composable_dagster.settings import Settings
 
 from ..conftest import DemoEnv, RunningSystem
@@ -83,16 +85,18 @@ def test_reload_launch_and_read_back(running_system: RunningSystem, demo_env: De
     assert sync_metadata["rows_added"] == exact["estimated_size"]
 
 
-def test_run_workers_use_the_pinned_catalog(
+def test_a_run_launched_before_its_sync_was_deleted_fails_with_the_reason(
     running_system: RunningSystem, demo_env: DemoEnv
 ) -> None:
+    """The run worker rebuilds the graph the run was launched from (pinned), so the run
+    starts; its content is read from the catalog, where the rows are gone: the audience step
+    fails saying so, and the sync step never sends anything."""
     slug, sync_slug, sync_id = _add_audience_and_sync(running_system, demo_env, "Soon deleted")
     running_system.dagster.reload_location()
     audience_path = ("demo", "audiences", slug)
     sync_path = ("demo", "syncs", sync_slug)
 
-    # Deleted from the catalog after the code server loaded it, with no reload: the run
-    # worker must rebuild the definitions the run was launched from, not today's catalog.
+    # Deleted from the catalog after the code server loaded it, with no reload.
     settings = Settings(home=demo_env.cwd / ".composable")
     with catalog_session(settings.resolved_catalog_url) as session:
         session.delete(session.get(Sync, sync_id))
@@ -100,10 +104,22 @@ def test_run_workers_use_the_pinned_catalog(
         session.delete(session.scalars(sa.select(Audience).where(Audience.slug == slug)).one())
 
     launched = running_system.dagster.launch_assets(
-        [audience_path, sync_path], tags={"composable/sync_id": sync_id}
+        [audience_path, sync_path], tags={TAG_SYNC: sync_id}
     )
     finished = running_system.dagster.wait_for_run(launched.run_id, timeout=180)
-    assert finished.status == "SUCCESS", finished
+    assert finished.status == "FAILURE", finished
+    assert run_error(running_system.dagster, launched.run_id) == (
+        "audience 'Soon deleted' was deleted after this run was launched; nothing was computed"
+    )
+    assert running_system.dagster.materializations(list(sync_path)) == []
 
     running_system.dagster.reload_location()
     assert audience_path not in _asset_paths(running_system.dagster)
+
+
+def test_dbt_models_show_as_materialized_after_init(running_system: RunningSystem) -> None:
+    """`init --demo` built them with dbt: Dagster records that, so the UI does not show them
+    as never materialized before the first run."""
+    for model in ("customers", "orders", "events"):
+        [latest] = running_system.dagster.materializations([model], limit=1)
+        assert latest["metadata"]["dbt_build_seconds"] > 0, model

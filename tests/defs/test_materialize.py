@@ -18,7 +18,8 @@ from composable_dagster.catalog.tables import Sync
 from composable_dagster.defs.load import build_definitions
 from composable_dagster.filters import compile_members
 from composable_dagster.settings import Settings
-from composable_dagster.sync.plan import MappedField, membership_row_hash
+from composable_dagster.spec.sync import MappedField
+from composable_dagster.sync.plan import membership_row_hash
 from composable_dagster.warehouse.activation import ActivationStore
 
 from ..conftest import DemoEnv
@@ -142,6 +143,9 @@ def test_blocking_checks_stop_the_sync_on_a_collapse(
     checks = {c.check_name: c for c in second.get_asset_check_evaluations()}
     assert checks["member_count_drop"].passed is False
     assert checks["member_count_drop"].metadata["previous_member_count"].value == before
+    # In words, for the run's `error` and the sync's `status_error` (api/runs.py).
+    assert checks["member_count_drop"].description.startswith("the member count fell ")
+    assert f"from {before} to " in checks["member_count_drop"].description
     assert checks["not_empty"].passed is True
     # The sync did not run on the collapsed audience.
     assert {e.asset_key for e in second.get_asset_materialization_events()} == {audience_key}

@@ -10,14 +10,15 @@ import duckdb
 import psycopg
 import pytest
 
-from composable_dagster.demo.dbt_build import (
+from composable_dagster.dbt_project import (
     DBT_PROJECT_DIR,
     DbtCommandError,
-    build_demo_warehouse,
     dbt_env_for_warehouse,
     dbt_parse,
+    pg_connect_kwargs,
 )
-from composable_dagster.demo.generate import generate_raw_duckdb, pg_connect_kwargs
+from composable_dagster.demo.dbt_build import build_demo_warehouse
+from composable_dagster.demo.generate import generate_raw_duckdb
 
 AS_OF = datetime.date(2026, 5, 1)
 CUSTOMERS = 2_000

@@ -24,14 +24,15 @@ from composable_dagster.filters.schema import (
     EntityType,
     ModelDef,
 )
-from composable_dagster.sync.engine import SafetyConfig, SyncJob, SyncReport, run_sync
-from composable_dagster.sync.plan import (
+from composable_dagster.spec.sync import (
     MappedField,
+    SafetyConfig,
     SplitRange,
     SyncMode,
-    membership_row_hash,
     resolve_field_mapping,
 )
+from composable_dagster.sync.engine import SyncJob, SyncReport, run_sync
+from composable_dagster.sync.plan import membership_row_hash
 from composable_dagster.warehouse.activation import ActivationStore
 from tests.scopes import ANYWHERE
 

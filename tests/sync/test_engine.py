@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from composable_dagster.spec.sync import GroupShare, split_ranges
 from composable_dagster.sync.engine import SyncSafetyError, recent_errors
-from composable_dagster.sync.splits import GroupShare, split_ranges
 
 from .conftest import AUDIENCE_ID, CUSTOMERS, SYNC_ID, World, key
 

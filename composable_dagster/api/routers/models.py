@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlglot import exp
 
-from composable_dagster.api.deps import CallerDep, SessionDep, WarehouseDep
+from composable_dagster.api.deps import CallerDep, GraphCheckDep, SessionDep, WarehouseDep
 from composable_dagster.api.schemas import Deleted, ModelPublic, RowsPreview
 from composable_dagster.catalog import models as service
 from composable_dagster.catalog.common import get_owned
@@ -81,11 +81,15 @@ def update_model(
     session: SessionDep,
     caller: CallerDep,
     warehouse: WarehouseDep,
+    graph_check: GraphCheckDep,
 ) -> Model:
-    """Partial update; a changed source re-reads the columns from the warehouse."""
-    return service.update_model(
+    """Partial update; a changed source re-reads the columns from the warehouse (and the
+    audiences over it may now depend on other tables' assets)."""
+    row = service.update_model(
         session, workspace_id=caller.workspace_id, model_id=model_id, spec=body, columns=warehouse
     )
+    graph_check()
+    return row
 
 
 @router.post("/{model_id}/refresh-columns", response_model=ModelPublic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from composable_dagster.api.deps import CallerDep, SessionDep
+from composable_dagster.api.deps import CallerDep, GraphCheckDep, SessionDep
 from composable_dagster.api.schemas import Deleted, RelationshipPublic
 from composable_dagster.catalog import relationships as service
 from composable_dagster.catalog.common import get_owned
@@ -36,11 +36,18 @@ def get_relationship(relationship_id: str, session: SessionDep, caller: CallerDe
 
 @router.put("/{relationship_id}", response_model=RelationshipPublic)
 def update_relationship(
-    relationship_id: str, body: service.RelationshipUpdate, session: SessionDep, caller: CallerDep
+    relationship_id: str,
+    body: service.RelationshipUpdate,
+    session: SessionDep,
+    caller: CallerDep,
+    graph_check: GraphCheckDep,
 ) -> Relationship:
-    return service.update_relationship(
+    """Partial update; the audiences that join through it may now read another model."""
+    row = service.update_relationship(
         session, workspace_id=caller.workspace_id, relationship_id=relationship_id, spec=body
     )
+    graph_check()
+    return row
 
 
 @router.delete("/{relationship_id}", response_model=Deleted)

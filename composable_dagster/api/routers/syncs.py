@@ -10,12 +10,10 @@ from fastapi import APIRouter, BackgroundTasks, status
 from fastapi.responses import JSONResponse
 
 from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError, RunInfo
-from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep
+from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep, SettingsDep
+from composable_dagster.api.reload import ReloadTracker
 from composable_dagster.api.runs import (
     ACTIVE_STATUSES,
-    TAG_SYNC,
-    TAG_TRIGGER,
-    TAG_WORKSPACE,
     iso_timestamp,
     latest_by_sync,
     run_error,
@@ -28,21 +26,31 @@ from composable_dagster.catalog import syncs as service
 from composable_dagster.catalog.common import get_owned
 from composable_dagster.catalog.tables import Audience, Sync, Workspace
 from composable_dagster.errors import NotFoundError
+from composable_dagster.names import (
+    TAG_SYNC,
+    TAG_WORKSPACE,
+    audience_path,
+    schedule_name,
+    sync_path,
+    sync_run_tags,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/workspaces/{id}", tags=["syncs"])
 
 
-def schedule_name(session: SessionDep, sync: Sync) -> str | None:
+def sync_schedule(session: SessionDep, sync: Sync) -> str | None:
     workspace = session.get(Workspace, sync.workspace_id)
-    return f"{workspace.slug}__{sync.slug}__schedule" if workspace and sync.schedule else None
+    return schedule_name(workspace.slug, sync.slug) if workspace and sync.schedule else None
 
 
 def asset_paths(session: SessionDep, sync: Sync) -> tuple[list[str], list[str]]:
     workspace = session.get(Workspace, sync.workspace_id)
     audience = session.get(Audience, sync.audience_id)
     assert workspace is not None and audience is not None
-    return [workspace.slug, "audiences", audience.slug], [workspace.slug, "syncs", sync.slug]
+    return list(audience_path(workspace.slug, audience.slug)), list(
+        sync_path(workspace.slug, sync.slug)
+    )
 
 
 def public(sync: Sync, runs: list[RunInfo] | None, client: DagsterClient) -> SyncPublic:
@@ -127,7 +135,7 @@ def update_sync(
 ) -> SyncPublic:
     """Partial update. `status: paused` stops the schedule; `active` starts it again."""
     row = service.update_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id, spec=body)
-    background.add_task(reloads.request(dagster, schedule=schedule_name(session, row)))
+    background.add_task(reloads.request(dagster, schedule=sync_schedule(session, row)))
     return SyncPublic.model_validate(row)
 
 
@@ -152,27 +160,50 @@ def delete_sync(
     responses={200: {"model": SyncRunPublic, "description": "a run was already queued or running"}},
 )
 def trigger_sync(
-    sync_id: str, session: SessionDep, caller: CallerDep, dagster: DagsterDep, reloads: ReloadsDep
+    sync_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    dagster: DagsterDep,
+    reloads: ReloadsDep,
+    settings: SettingsDep,
 ) -> Any:
     """Start a run of the sync with its audience; 201 with the run. While a run of this sync
     is queued or running, that run is returned instead (200): runs never overlap."""
     row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
-    if not reloads.wait_idle(timeout=120):
-        raise DagsterUnavailableError("dagster: still loading the latest catalog; retry shortly")
-    ui = ui_base(dagster.url)
-    active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
-    if active:
-        existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
-        return JSONResponse(existing, status_code=status.HTTP_200_OK)
     audience_path, sync_path = asset_paths(session, row)
-    tags = {TAG_WORKSPACE: row.workspace_id, TAG_SYNC: row.id, TAG_TRIGGER: "api"}
-    try:
-        run = dagster.launch_assets([audience_path, sync_path], tags=tags)
-    except DagsterUnavailableError:
-        # The sync may be newer than Dagster's definitions: reload once, then launch.
-        dagster.reload_location()
+    ui = ui_base(dagster.url)
+    with service.trigger_lock(settings.resolved_catalog_url, row.id):
+        active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
+        if active:
+            existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
+            return JSONResponse(existing, status_code=status.HTTP_200_OK)
+        _ensure_loaded(dagster, reloads, audience_path=audience_path, sync_path=sync_path)
+        tags = sync_run_tags(workspace_id=row.workspace_id, sync_id=row.id, trigger="api")
         run = dagster.launch_assets([audience_path, sync_path], tags=tags)
     return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
+
+
+def _ensure_loaded(
+    dagster: DagsterClient,
+    reloads: ReloadTracker,
+    *,
+    audience_path: list[str],
+    sync_path: list[str],
+) -> None:
+    """Return at once when Dagster has the sync's asset, downstream of its audience: what
+    the run does is read from the catalog when it starts, so no pending reload matters.
+    Otherwise (a sync just created, or moved to another audience) wait for the pending
+    reloads, and reload once more if they did not bring it."""
+
+    def loaded() -> bool:
+        return tuple(audience_path) in (dagster.asset_upstream(sync_path) or [])
+
+    if loaded():
+        return
+    if not reloads.wait_idle(timeout=120):
+        raise DagsterUnavailableError("dagster: still loading the latest catalog; retry shortly")
+    if not loaded():
+        dagster.reload_location()
 
 
 @router.get("/audience-syncs/{sync_id}/runs", response_model=list[SyncRunPublic])

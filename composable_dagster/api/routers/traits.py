@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from composable_dagster.api.deps import CallerDep, SessionDep
+from composable_dagster.api.deps import CallerDep, GraphCheckDep, SessionDep
 from composable_dagster.api.schemas import Deleted, TraitPublic
 from composable_dagster.catalog import traits as service
 from composable_dagster.catalog.common import get_owned
@@ -39,11 +39,18 @@ def get_trait(trait_id: str, session: SessionDep, caller: CallerDep) -> Trait:
 
 @router.put("/traits/{trait_id}", response_model=TraitPublic)
 def update_trait(
-    trait_id: str, body: service.TraitUpdate, session: SessionDep, caller: CallerDep
+    trait_id: str,
+    body: service.TraitUpdate,
+    session: SessionDep,
+    caller: CallerDep,
+    graph_check: GraphCheckDep,
 ) -> Trait:
-    return service.update_trait(
+    """Partial update; the audiences that use it may now read other models."""
+    row = service.update_trait(
         session, workspace_id=caller.workspace_id, trait_id=trait_id, spec=body
     )
+    graph_check()
+    return row
 
 
 @router.delete("/traits/{trait_id}", response_model=Deleted)

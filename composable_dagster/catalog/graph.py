@@ -1,0 +1,184 @@
+"""The catalog as Dagster's definitions need it: the graph, without the content.
+
+Keys (slugs), dependencies, groups, kinds, descriptions and schedules; no filter tree, no
+mapping, no destination config. A run reads those from the catalog when it starts
+(catalog/resolve.py), so an edit that leaves this graph as it was needs no reload, and the
+graph is small enough to pin for run workers. `digest` tells whether a change altered it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+from sqlglot import exp
+
+from composable_dagster.catalog.export import CatalogRows, export_catalog, rows_from_export
+from composable_dagster.catalog.schema_view import schema_from_rows
+from composable_dagster.catalog.tables import Model
+from composable_dagster.filters import FilterError, referenced_ids
+from composable_dagster.filters.user_sql import parse_select
+from composable_dagster.spec.sync import valid_cron
+
+TableName = tuple[str | None, str]  # (schema, table), lower case
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceNode:
+    id: str
+    slug: str
+    name: str
+    description: str
+    model_ids: tuple[str, ...]  # models whose rows its SQL reads (its upstream tables)
+    audience_ids: tuple[str, ...]  # audiences it references
+
+
+@dataclass(frozen=True, slots=True)
+class SyncNode:
+    id: str
+    slug: str
+    name: str
+    description: str
+    audience_id: str
+    destination_type: str
+    sync_mode: str
+    schedule: str | None  # only a cron Dagster accepts: a stored odd one leaves it manual
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceGraph:
+    id: str
+    slug: str
+    model_tables: Mapping[str, tuple[TableName, ...]]  # model id -> the tables it reads
+    audiences: tuple[AudienceNode, ...]
+    syncs: tuple[SyncNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogGraph:
+    workspaces: tuple[WorkspaceGraph, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CatalogGraph:
+        raw = json.loads(text)
+        return cls(
+            workspaces=tuple(
+                WorkspaceGraph(
+                    id=w["id"],
+                    slug=w["slug"],
+                    model_tables={
+                        m: tuple((t[0], t[1]) for t in tables)
+                        for m, tables in w["model_tables"].items()
+                    },
+                    audiences=tuple(
+                        AudienceNode(
+                            id=a["id"],
+                            slug=a["slug"],
+                            name=a["name"],
+                            description=a["description"],
+                            model_ids=tuple(a["model_ids"]),
+                            audience_ids=tuple(a["audience_ids"]),
+                        )
+                        for a in w["audiences"]
+                    ),
+                    syncs=tuple(SyncNode(**s) for s in w["syncs"]),
+                )
+                for w in raw["workspaces"]
+            )
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def load_graph(session: Session, *, dialect: str) -> CatalogGraph:
+    return graph_from_rows(rows_from_export(export_catalog(session)), dialect=dialect)
+
+
+def graph_from_rows(rows: CatalogRows, *, dialect: str) -> CatalogGraph:
+    """The graph of every workspace in `rows`. Never fails on one bad row: a tree that no
+    longer resolves depends on its parent model only, and fails its own materialization."""
+    workspaces = []
+    for workspace in rows.workspaces:
+        models = rows.of_workspace(workspace.id, "models")
+        audiences = rows.of_workspace(workspace.id, "audiences")
+        schema = schema_from_rows(
+            models=models,
+            relationships=rows.of_workspace(workspace.id, "relationships"),
+            traits=rows.of_workspace(workspace.id, "traits"),
+            audiences=audiences,
+        )
+        destinations = {d.id: d for d in rows.of_workspace(workspace.id, "destinations")}
+        audience_ids = {a.id for a in audiences}
+        nodes = []
+        for audience in audiences:
+            try:
+                model_ids = referenced_ids(
+                    audience.filter_tree, parent_model_id=audience.parent_model_id, schema=schema
+                ).model_ids
+                # Direct references only: the ones further up are their upstreams' deps.
+                used = referenced_ids(audience.filter_tree).audience_ids & audience_ids
+            except FilterError:
+                model_ids, used = frozenset({audience.parent_model_id}), frozenset()
+            nodes.append(
+                AudienceNode(
+                    id=audience.id,
+                    slug=audience.slug,
+                    name=audience.name,
+                    description=audience.description,
+                    model_ids=tuple(sorted(model_ids)),
+                    audience_ids=tuple(sorted(used)),
+                )
+            )
+        syncs = [
+            SyncNode(
+                id=s.id,
+                slug=s.slug,
+                name=s.name,
+                description=s.description,
+                audience_id=s.audience_id,
+                destination_type=destinations[s.destination_id].destination_type,
+                sync_mode=s.sync_mode,
+                schedule=s.schedule if s.schedule and valid_cron(s.schedule) else None,
+                status=s.status,
+            )
+            for s in rows.of_workspace(workspace.id, "syncs")
+            if s.audience_id in audience_ids and s.destination_id in destinations
+        ]
+        if not nodes:
+            continue  # nothing of it is in Dagster: a new workspace or model needs no reload
+        used = {m for node in nodes for m in node.model_ids}
+        workspaces.append(
+            WorkspaceGraph(
+                id=workspace.id,
+                slug=workspace.slug,
+                model_tables={
+                    m.id: model_tables(m, dialect=dialect) for m in models if m.id in used
+                },
+                audiences=tuple(nodes),
+                syncs=tuple(syncs),
+            )
+        )
+    return CatalogGraph(workspaces=tuple(workspaces))
+
+
+def model_tables(model: Model, *, dialect: str) -> tuple[TableName, ...]:
+    """The warehouse tables a model reads (its table, or its query's tables), lower case."""
+    if model.model_type == "table" and model.source_table:
+        names: Sequence[tuple[Any, str]] = [(model.source_schema, model.source_table)]
+    else:
+        try:
+            # The one parser of workspace SQL: bounded, so no stored query can fail the load.
+            parsed = parse_select(model.sql_query or "", dialect=dialect, field="sql_query")
+        except FilterError:
+            return ()  # its audiences fail at materialization, with the parser's reason
+        names = [(t.db or None, t.name) for t in parsed.find_all(exp.Table)]
+    return tuple(sorted({((s or "").lower() or None, t.lower()) for s, t in names}, key=str))

@@ -1,0 +1,42 @@
+"""The Dagster names both adapters use: asset keys, schedule names, run tags, the job.
+
+Neutral ground: plain strings and tuples, no Dagster import, so `defs/` (which builds
+them) and `api/` (which launches and finds runs by them) share one spelling of each.
+"""
+
+from __future__ import annotations
+
+# Dagster's implicit job over every asset (IMPLICIT_ASSET_JOB_NAME, not exported): schedules
+# and API launches select [audience, sync] from it. A job of our own beside it doubled the
+# job snapshots the webserver builds on every reload (5-7 s of 25 s at 1,000 syncs).
+ASSET_JOB = "__ASSET_JOB"
+REPOSITORY = "__repository__"  # the repository name of a `Definitions` code location
+
+# Run tags: how run history is found per workspace and per sync, whoever launched the run.
+TAG_WORKSPACE = "composable/workspace_id"
+TAG_SYNC = "composable/sync_id"
+TAG_TRIGGER = "composable/trigger"  # "api", "schedule" or Dagster's "manual"
+
+# Asset metadata and tags the definitions carry (the ids runs resolve their content by).
+META_AUDIENCE_ID = "composable/audience_id"
+META_SYNC_ID = "composable/sync_id"
+TAG_KIND = "composable/kind"
+# Materialization metadata: which version of the catalog rows the run read.
+META_CATALOG_VERSION = "catalog_version"
+
+
+def audience_path(workspace_slug: str, audience_slug: str) -> tuple[str, str, str]:
+    """The audience asset's key: readable, and stable across renames (slugs are fixed)."""
+    return (workspace_slug, "audiences", audience_slug)
+
+
+def sync_path(workspace_slug: str, sync_slug: str) -> tuple[str, str, str]:
+    return (workspace_slug, "syncs", sync_slug)
+
+
+def schedule_name(workspace_slug: str, sync_slug: str) -> str:
+    return f"{workspace_slug}__{sync_slug}__schedule"
+
+
+def sync_run_tags(*, workspace_id: str, sync_id: str, trigger: str) -> dict[str, str]:
+    return {TAG_WORKSPACE: workspace_id, TAG_SYNC: sync_id, TAG_TRIGGER: trigger}
