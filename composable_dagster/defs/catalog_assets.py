@@ -1,4 +1,5 @@
-"""Definitions from the catalog's graph: an asset per audience and per sync, and schedules.
+"""Definitions from the catalog's graph: an asset per audience and per sync (a subsettable
+multi-asset of each kind per workspace), and schedules.
 
 A plain, deterministic factory over the (pinned) graph of catalog/graph.py. It holds no
 tree, mapping or destination config: runs read those when they start (catalog/resolve.py),
@@ -8,14 +9,15 @@ anyway), and a tree that stopped compiling fails only its own materialization.
 """
 
 import contextlib
+import re
 from collections.abc import Mapping
 
 import dagster as dg
 
 from composable_dagster.catalog.graph import CatalogGraph, TableName
-from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
+from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_assets
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
-from composable_dagster.defs.syncs import SyncAssetSpec, build_sync_asset, build_sync_schedule
+from composable_dagster.defs.syncs import SyncAssetSpec, build_sync_assets, build_sync_schedule
 from composable_dagster.names import audience_path, sync_path
 
 
@@ -51,23 +53,26 @@ def catalog_definitions(
             a.id: dg.AssetKey(list(audience_path(workspace.slug, a.slug)))
             for a in workspace.audiences
         }
+        audience_specs = []
         for audience in workspace.audiences:
             deps = {key for m in audience.model_ids for key in model_deps.get(m, ())}
             deps |= {audience_keys[a] for a in audience.audience_ids if a in audience_keys}
-            assets.append(
-                build_audience_asset(
-                    AudienceAssetSpec(
-                        key=audience_keys[audience.id],
-                        audience_id=audience.id,
-                        name=audience.name,
-                        description=audience.description,
-                        group_name=workspace.slug,
-                        deps=sorted(deps, key=lambda k: k.to_user_string()),
-                        kind=kind,
-                        max_member_drop=max_member_drop,
-                    )
+            audience_specs.append(
+                AudienceAssetSpec(
+                    key=audience_keys[audience.id],
+                    audience_id=audience.id,
+                    name=audience.name,
+                    description=audience.description,
+                    group_name=workspace.slug,
+                    deps=sorted(deps, key=lambda k: k.to_user_string()),
+                    kind=kind,
+                    max_member_drop=max_member_drop,
                 )
             )
+        op_prefix = _OP_NAME_UNSAFE.sub("_", workspace.slug)
+        if audience_specs:
+            assets.append(build_audience_assets(audience_specs, name=f"{op_prefix}__audiences"))
+        sync_specs = []
         for sync in workspace.syncs:
             spec = SyncAssetSpec(
                 key=dg.AssetKey(list(sync_path(workspace.slug, sync.slug))),
@@ -82,17 +87,22 @@ def catalog_definitions(
                 schedule=sync.schedule,
                 status=sync.status,
             )
-            assets.append(build_sync_asset(spec))
+            sync_specs.append(spec)
             # A cron Dagster refuses (stored before the API checked it as Dagster does)
             # leaves its sync manual: one row never breaks the whole location's load.
             with contextlib.suppress(dg.DagsterInvalidDefinitionError):
                 if spec.schedule:
                     schedules.append(build_sync_schedule(spec))
+        if sync_specs:
+            assets.append(build_sync_assets(sync_specs, name=f"{op_prefix}__syncs"))
     return dg.Definitions(
         assets=assets,
         schedules=schedules,
         resources={"activation": activation, "catalog": catalog},
     )
+
+
+_OP_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_]")  # a slug from before slugs were checked
 
 
 def _table_asset(

@@ -1,11 +1,12 @@
-"""One asset per sync, downstream of its audience, and its cron schedule.
+"""An asset per sync (downstream of its audience, one subsettable multi-asset per workspace),
+and its cron schedule.
 
 Schedules share one asset job and carry the sync's tags on every run, so scheduled runs are
 found by `composable/sync_id` like API-triggered ones, and the per-sync run-queue limit in
 dagster.yaml keeps runs of one sync from overlapping.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,61 +55,93 @@ class SyncAssetSpec:
         return sync_run_tags(workspace_id=self.workspace_id, sync_id=self.sync_id, trigger=trigger)
 
 
-def build_sync_asset(spec: SyncAssetSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=spec.key,
-        deps=[spec.audience_key],
-        group_name=spec.group_name,
-        kinds={spec.destination_type, "sync"},
-        description=f"**{spec.name}** (sync, mode {spec.sync_mode})\n\n{spec.description}".strip(),
-        metadata={
-            META_SYNC_ID: spec.sync_id,
-            "sync_mode": spec.sync_mode,
-            "schedule": spec.schedule or "manual",
-            "status": spec.status,
-        },
-        tags={TAG_KIND: "sync"},
+def build_sync_assets(specs: Sequence[SyncAssetSpec], *, name: str) -> dg.AssetsDefinition:
+    """One subsettable multi-asset for the syncs of a workspace (see `build_audience_assets`
+    for why not an `@asset` each); a run materializes the syncs it selected."""
+    by_key = {spec.key: spec for spec in specs}
+
+    @dg.multi_asset(
+        name=name,
+        specs=[
+            dg.AssetSpec(
+                key=spec.key,
+                deps=[spec.audience_key],
+                group_name=spec.group_name,
+                kinds={spec.destination_type, "sync"},
+                description=(
+                    f"**{spec.name}** (sync, mode {spec.sync_mode})\n\n{spec.description}"
+                ).strip(),
+                metadata={
+                    META_SYNC_ID: spec.sync_id,
+                    "sync_mode": spec.sync_mode,
+                    "schedule": spec.schedule or "manual",
+                    "status": spec.status,
+                },
+                tags={TAG_KIND: "sync"},
+            )
+            for spec in specs
+        ],
+        can_subset=True,
     )
-    def sync(
+    def syncs(
         context: dg.AssetExecutionContext,
         activation: ActivationStoreResource,
         catalog: CatalogResource,
-    ) -> dg.MaterializeResult:
-        try:
-            # Everything the run does is read now, by id: the definitions carry none of it.
-            run = catalog.sync_run(spec.sync_id)
-        except NotFoundError:
-            raise dg.Failure(
-                description=f"sync {spec.name!r} was deleted after this run was launched; "
-                "nothing was sent"
-            ) from None
-        except DomainError as err:
-            raise dg.Failure(description=f"sync cannot run: {err}") from None
-        try:
-            report = run_sync(
-                activation.store(),
-                sync_job(run),
-                run_id=context.run_id,
-                now=datetime.now(UTC),
-                log=context.log.info,
-            )
-        except SyncSafetyError as err:
-            raise dg.Failure(
-                description=f"safety stop: {err}", metadata={"safety_stop": str(err)}
-            ) from err
-        except DomainError as err:
-            # `from None`: Dagster stores an exception's causes with the run, and the
-            # engine's own message (below ours) may name what a tenant must not see.
-            raise dg.Failure(description=str(err)) from None
-        context.log.info(
-            f"{run.name}: +{report.added} ~{report.updated} -{report.removed} "
-            f"failed {report.failed} in {report.seconds:.2f} s"
-        )
-        metadata = sync_metadata(report)
-        metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
-        return dg.MaterializeResult(metadata=metadata)
+    ) -> Iterator[dg.MaterializeResult]:
+        failures: list[dg.Failure] = []
+        for key in sorted(context.selected_asset_keys, key=lambda k: k.to_user_string()):
+            try:
+                yield run_one_sync(context, by_key[key], activation=activation, catalog=catalog)
+            except dg.Failure as failure:
+                failures.append(failure)  # the other selected syncs still run
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise dg.Failure(description="; ".join(f.description or "" for f in failures))
 
-    return sync
+    return syncs
+
+
+def run_one_sync(
+    context: dg.AssetExecutionContext,
+    spec: SyncAssetSpec,
+    *,
+    activation: ActivationStoreResource,
+    catalog: CatalogResource,
+) -> dg.MaterializeResult:
+    try:
+        # Everything the run does is read now, by id: the definitions carry none of it.
+        run = catalog.sync_run(spec.sync_id)
+    except NotFoundError:
+        raise dg.Failure(
+            description=f"sync {spec.name!r} was deleted after this run was launched; "
+            "nothing was sent"
+        ) from None
+    except DomainError as err:
+        raise dg.Failure(description=f"sync cannot run: {err}") from None
+    try:
+        report = run_sync(
+            activation.store(),
+            sync_job(run),
+            run_id=context.run_id,
+            now=datetime.now(UTC),
+            log=context.log.info,
+        )
+    except SyncSafetyError as err:
+        raise dg.Failure(
+            description=f"safety stop: {err}", metadata={"safety_stop": str(err)}
+        ) from None
+    except DomainError as err:
+        # `from None`: Dagster stores an exception's causes with the run, and the
+        # engine's own message (below ours) may name what a tenant must not see.
+        raise dg.Failure(description=str(err)) from None
+    context.log.info(
+        f"{run.name}: +{report.added} ~{report.updated} -{report.removed} "
+        f"failed {report.failed} in {report.seconds:.2f} s"
+    )
+    metadata = sync_metadata(report)
+    metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
+    return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
 
 
 def sync_job(run: SyncRun) -> SyncJob:

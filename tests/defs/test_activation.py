@@ -21,7 +21,7 @@ from sqlglot import exp
 from composable_dagster.catalog.db import catalog_session, upgrade_catalog
 from composable_dagster.catalog.tables import Audience, Model
 from composable_dagster.catalog.workspaces import create_workspace
-from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_asset
+from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_assets
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import compile_members
@@ -310,7 +310,7 @@ def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path
         export_root=str(tmp_path / "exports"),
     )
     result = dg.materialize(
-        [build_audience_asset(spec)],
+        [build_audience_assets([spec], name="acme__audiences")],
         resources={
             "activation": ActivationStoreResource(home=str(home), warehouse_url=url),
             "catalog": catalog,

@@ -108,7 +108,7 @@ def test_each_edit_kind_takes_effect_on_the_next_run_without_a_reload(
     def run() -> dg.ExecuteInProcessResult:
         result = dg.materialize(
             [defs.get_assets_def(audience_key), defs.get_assets_def(sync_key)],
-            resources=defs.resources, raise_on_error=False,
+            resources=defs.resources, selection=[audience_key, sync_key], raise_on_error=False,
         )  # fmt: skip
         for event in result.get_asset_materialization_events():
             if event.asset_key == audience_key:

@@ -70,9 +70,9 @@ def _set_tree(settings: Settings, demo_env: DemoEnv, audience_id: str, tree: dic
 def _materialize(
     defs: dg.Definitions, keys: list[dg.AssetKey], **kwargs
 ) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [defs.get_assets_def(k) for k in keys], resources=defs.resources, **kwargs
-    )
+    # The audiences (and syncs) of a workspace are one multi-asset: select only these.
+    assets = list({id(a): a for a in (defs.get_assets_def(k) for k in keys)}.values())
+    return dg.materialize(assets, resources=defs.resources, selection=keys, **kwargs)
 
 
 def test_audience_asset_holds_exactly_the_compiled_members(
@@ -83,7 +83,8 @@ def test_audience_asset_holds_exactly_the_compiled_members(
     key = dg.AssetKey(["demo", "audiences", "exact_members"])
     result = _materialize(defs, [key])
     assert result.success
-    metadata = result.asset_materializations_for_node(defs.get_assets_def(key).op.name)[0].metadata
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    metadata = event.materialization.metadata
 
     with catalog_session(demo_settings.resolved_catalog_url) as session:
         schema = load_schema(session, workspace_id=demo_env.init_output["workspace_id"])
@@ -177,3 +178,36 @@ def test_run_and_events_stored_in_postgres(
         ).scalar_one()
     engine.dispose()
     assert result.run_id in run_ids and events > 5
+
+
+def test_one_collapsed_audience_stops_the_syncs_of_its_run_not_the_other_audiences(
+    demo_settings: Settings, demo_env: DemoEnv
+) -> None:
+    """A workspace's audiences are one multi-asset, so are its syncs: a run of several
+    materializes every selected audience, and a failed blocking check stops the syncs step
+    of that run (a run from the API or a schedule holds one sync; this is a UI bulk run)."""
+    steady_id, _ = _create(demo_settings, demo_env, "Steady", _ltv_tree(200))
+    falling_id, _ = _create(demo_settings, demo_env, "Falling", _ltv_tree(100))
+    keys = [
+        dg.AssetKey(["demo", "audiences", "steady"]),
+        dg.AssetKey(["demo", "syncs", "steady_sync"]),
+        dg.AssetKey(["demo", "audiences", "falling"]),
+        dg.AssetKey(["demo", "syncs", "falling_sync"]),
+    ]
+    first = _materialize(build_definitions(demo_settings), keys)
+    assert {e.asset_key for e in first.get_asset_materialization_events()} == set(keys)
+
+    _set_tree(demo_settings, demo_env, falling_id, _ltv_tree(3000))  # most members leave
+    second = _materialize(build_definitions(demo_settings), keys, raise_on_error=False)
+    checks = {
+        (c.asset_key.path[-1], c.check_name): c.passed for c in second.get_asset_check_evaluations()
+    }
+    assert checks[("falling", "member_count_drop")] is False
+    assert checks[("steady", "member_count_drop")] is True
+    # Both audiences were computed; no sync of this run was sent.
+    materialized = {e.asset_key for e in second.get_asset_materialization_events()}
+    assert materialized == {keys[0], keys[2]}
+    store = ActivationStore(
+        warehouse_url=demo_settings.resolved_warehouse_url, home=demo_settings.home_dir
+    )
+    assert store.member_count(steady_id) > store.member_count(falling_id) > 0
