@@ -1,5 +1,5 @@
-"""The catalog as plain JSON rows, and back: what the definitions' graph is computed from
-(catalog/graph.py), every workspace at once, in a deterministic order."""
+"""The catalog's rows of every workspace at once, in a deterministic order: what the
+definitions' graph is computed from (catalog/graph.py)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,6 @@ from composable_dagster.catalog.tables import (
     Workspace,
 )
 
-# Timestamps are left out: nothing built from the export depends on them. Secrets are left
-# out: nothing built from the export needs them (runs read them from the catalog).
-_SKIPPED = frozenset(
-    {"created_at", "updated_at", "estimated_at", "last_computed_at", "created_by", "secrets"}
-)
 _TABLES: Mapping[str, type[Base]] = {
     "workspaces": Workspace,
     "models": Model,
@@ -41,7 +36,7 @@ _TABLES: Mapping[str, type[Base]] = {
 
 @dataclass(frozen=True, slots=True)
 class CatalogRows:
-    """Detached (never added to a session) rows of every workspace, ordered by id."""
+    """Rows of every workspace, ordered by id."""
 
     workspaces: Sequence[Workspace]
     models: Sequence[Model]
@@ -56,17 +51,11 @@ class CatalogRows:
         return [row for row in getattr(self, kind) if row.workspace_id == workspace_id]
 
 
-def export_catalog(session: Session) -> dict[str, list[dict[str, Any]]]:
-    """Every row the definitions need, as JSON-ready dicts, in a deterministic order."""
-    export: dict[str, list[dict[str, Any]]] = {}
-    for name, table in _TABLES.items():
-        columns = [c for c in sa.inspect(table).columns if c.key not in _SKIPPED]
-        rows = session.scalars(sa.select(table).order_by(table.id)).all()  # type: ignore[attr-defined]
-        export[name] = [{c.key: getattr(row, c.key) for c in columns} for row in rows]
-    return export
-
-
-def rows_from_export(export: Mapping[str, Sequence[Mapping[str, Any]]]) -> CatalogRows:
+def catalog_rows(session: Session) -> CatalogRows:
+    """Every workspace's rows the definitions' graph is computed from, ordered by id."""
     return CatalogRows(
-        **{name: [table(**row) for row in export.get(name, [])] for name, table in _TABLES.items()}
+        **{
+            name: list(session.scalars(sa.select(table).order_by(table.id)))  # type: ignore[attr-defined]
+            for name, table in _TABLES.items()
+        }
     )

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from sqlglot import exp
 
-from composable_dagster.catalog.export import CatalogRows, export_catalog, rows_from_export
+from composable_dagster.catalog.export import CatalogRows, catalog_rows
 from composable_dagster.catalog.schema_view import schema_from_rows
 from composable_dagster.catalog.tables import Model
 from composable_dagster.filters import FilterError, referenced_ids
@@ -100,7 +100,7 @@ class CatalogGraph:
 
 
 def load_graph(session: Session, *, dialect: str) -> CatalogGraph:
-    return graph_from_rows(rows_from_export(export_catalog(session)), dialect=dialect)
+    return graph_from_rows(catalog_rows(session), dialect=dialect)
 
 
 def graph_from_rows(rows: CatalogRows, *, dialect: str) -> CatalogGraph:

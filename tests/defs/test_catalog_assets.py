@@ -10,7 +10,7 @@ import pytest
 
 from composable_dagster.catalog import audiences, models, relationships, workspaces
 from composable_dagster.catalog.db import catalog_session, upgrade_catalog
-from composable_dagster.catalog.export import export_catalog, rows_from_export
+from composable_dagster.catalog.export import CatalogRows, catalog_rows
 from composable_dagster.catalog.graph import graph_from_rows
 from composable_dagster.catalog.tables import Destination, Sync
 from composable_dagster.defs.catalog_assets import catalog_definitions
@@ -44,7 +44,7 @@ def _property(column: str, operator: str, value: object) -> dict:
 
 
 @pytest.fixture
-def export(tmp_path: Path) -> dict:
+def rows(tmp_path: Path) -> CatalogRows:
     warehouse_path = tmp_path / "wh.duckdb"
     con = duckdb.connect(str(warehouse_path))
     con.execute(WAREHOUSE_SQL)
@@ -106,12 +106,12 @@ def export(tmp_path: Path) -> dict:
                                  sync_mode="mirror", schedule=schedule, status=status,
                                  status_error=""))  # fmt: skip
         session.flush()
-        return export_catalog(session)
+        return catalog_rows(session)
 
 
-def test_keys_groups_deps_and_kinds(export: dict) -> None:
+def test_keys_groups_deps_and_kinds(rows: CatalogRows) -> None:
     defs = catalog_definitions(
-        graph_from_rows(rows_from_export(export), dialect="duckdb"),
+        graph_from_rows(rows, dialect="duckdb"),
         table_assets=TABLE_ASSETS,
         kind="duckdb",
         max_member_drop=0.5,
@@ -141,9 +141,9 @@ def test_keys_groups_deps_and_kinds(export: dict) -> None:
         assert checks == {"not_empty", "member_count_drop"}
 
 
-def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
+def test_schedules_follow_sync_status_and_cron(rows: CatalogRows) -> None:
     defs = catalog_definitions(
-        graph_from_rows(rows_from_export(export), dialect="duckdb"),
+        graph_from_rows(rows, dialect="duckdb"),
         table_assets=TABLE_ASSETS,
         kind="duckdb",
         max_member_drop=0.5,
@@ -168,16 +168,16 @@ def test_schedules_follow_sync_status_and_cron(export: dict) -> None:
     assert {k.to_user_string() for k in request.asset_selection} == {
         "acme/audiences/high_value_electronics_buyers", "acme/syncs/hourly",
     }  # fmt: skip
-    sync_row = next(s for s in export["syncs"] if s["slug"] == "hourly"
-                    and s["workspace_id"] == request.tags["composable/workspace_id"])  # fmt: skip
-    assert request.tags["composable/sync_id"] == sync_row["id"]
+    sync_row = next(s for s in rows.syncs if s.slug == "hourly"
+                    and s.workspace_id == request.tags["composable/workspace_id"])  # fmt: skip
+    assert request.tags["composable/sync_id"] == sync_row.id
     assert request.tags["composable/trigger"] == "schedule"
 
 
-def test_definitions_are_deterministic(export: dict) -> None:
+def test_definitions_are_deterministic(rows: CatalogRows) -> None:
     def snapshot() -> list[tuple[str, list[str]]]:
         defs = catalog_definitions(
-            graph_from_rows(rows_from_export(export), dialect="duckdb"),
+            graph_from_rows(rows, dialect="duckdb"),
             table_assets=TABLE_ASSETS, kind="duckdb",
             max_member_drop=0.5, **DEPENDENCIES,
         )  # fmt: skip

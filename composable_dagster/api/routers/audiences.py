@@ -6,9 +6,9 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, status
+from fastapi import APIRouter, Query, status
 
-from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep, WarehouseDep
+from composable_dagster.api.deps import CallerDep, GraphCheckDep, SessionDep, WarehouseDep
 from composable_dagster.api.schemas import (
     AudiencePublic,
     Deleted,
@@ -60,16 +60,14 @@ def create_audience(
     body: service.AudienceCreate,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> AudiencePublic:
     """Create an audience; a filter tree that does not compile is a 400 naming its path.
     Dagster reloads in the background, and the audience's asset appears."""
     row = service.create_audience(
         session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
     )
-    background.add_task(reloads.request(dagster))
+    graph_check()
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
@@ -86,14 +84,12 @@ def update_audience(
     body: service.AudienceUpdate,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> AudiencePublic:
     row = service.update_audience(
         session, workspace_id=caller.workspace_id, audience_id=aud_id, spec=body
     )
-    background.add_task(reloads.request(dagster))
+    graph_check()
     return _public(service.AudienceView(row=row, status=row.status, status_error=""))
 
 
@@ -102,13 +98,11 @@ def delete_audience(
     aud_id: str,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> Deleted:
     """Delete; 409 while an active sync (or another audience) references it."""
     service.delete_audience(session, workspace_id=caller.workspace_id, audience_id=aud_id)
-    background.add_task(reloads.request(dagster))
+    graph_check()
     return Deleted()
 
 

@@ -6,11 +6,18 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, status
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError, RunInfo
-from composable_dagster.api.deps import CallerDep, DagsterDep, ReloadsDep, SessionDep, SettingsDep
+from composable_dagster.api.deps import (
+    CallerDep,
+    DagsterDep,
+    GraphCheckDep,
+    ReloadsDep,
+    SessionDep,
+    SettingsDep,
+)
 from composable_dagster.api.reload import ReloadTracker
 from composable_dagster.api.runs import (
     ACTIVE_STATUSES,
@@ -103,15 +110,13 @@ def create_sync(
     body: service.SyncCreate,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> SyncPublic:
     """Create a sync; 400 names the field at fault. Dagster reloads to add its asset."""
     row = service.create_sync(
         session, workspace_id=caller.workspace_id, spec=body, created_by=caller.api_key_id
     )
-    background.add_task(reloads.request(dagster))
+    graph_check()
     return SyncPublic.model_validate(row)
 
 
@@ -129,13 +134,11 @@ def update_sync(
     body: service.SyncUpdate,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> SyncPublic:
     """Partial update. `status: paused` stops the schedule; `active` starts it again."""
     row = service.update_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id, spec=body)
-    background.add_task(reloads.request(dagster, schedule=sync_schedule(session, row)))
+    graph_check(schedule=sync_schedule(session, row))
     return SyncPublic.model_validate(row)
 
 
@@ -144,12 +147,10 @@ def delete_sync(
     sync_id: str,
     session: SessionDep,
     caller: CallerDep,
-    dagster: DagsterDep,
-    background: BackgroundTasks,
-    reloads: ReloadsDep,
+    graph_check: GraphCheckDep,
 ) -> Deleted:
     service.delete_sync(session, workspace_id=caller.workspace_id, sync_id=sync_id)
-    background.add_task(reloads.request(dagster))
+    graph_check()
     return Deleted()
 
 
@@ -172,12 +173,14 @@ def trigger_sync(
     row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
     audience_path, sync_path = asset_paths(session, row)
     ui = ui_base(dagster.url)
+    # Before the lock: waiting for a reload may take seconds, and on SQLite the lock holds
+    # back every catalog write meanwhile.
+    _ensure_loaded(dagster, reloads, audience_path=audience_path, sync_path=sync_path)
     with service.trigger_lock(settings.resolved_catalog_url, row.id):
         active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
         if active:
             existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
             return JSONResponse(existing, status_code=status.HTTP_200_OK)
-        _ensure_loaded(dagster, reloads, audience_path=audience_path, sync_path=sync_path)
         tags = sync_run_tags(workspace_id=row.workspace_id, sync_id=row.id, trigger="api")
         run = dagster.launch_assets([audience_path, sync_path], tags=tags)
     return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
