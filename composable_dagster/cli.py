@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -286,6 +287,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "--host", args.host, "--port", str(args.api_port),
     ]  # fmt: skip
     children = [_start_group(dagster_cmd, env), _start_group(api_cmd, env)]
+    threading.Thread(
+        target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True
+    ).start()
     print(
         f"Dagster UI: http://{args.host}:{args.dagster_port}  "
         f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops both)",
@@ -302,6 +306,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.5)
     _stop_groups(children)
     return 0 if stop["requested"] else 1
+
+
+_RUN_LAUNCHER_QUERY = "{ instance { runLauncher { name } } }"
+
+
+def _warm_run_launcher(graphql_url: str, *, timeout: float = 300.0) -> None:
+    """Ask the webserver for its run launcher once it answers: that builds the launcher,
+    whose fork server then imports what runs need (defs/run_launcher.py), so the first
+    trigger does not wait seconds for it."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(graphql_url, json={"query": _RUN_LAUNCHER_QUERY}, timeout=10)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
 
 
 def _start_group(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -15,7 +15,10 @@ REPOSITORY = "__repository__"  # the repository name of a `Definitions` code loc
 # Run tags: how run history is found per workspace and per sync, whoever launched the run.
 TAG_WORKSPACE = "composable/workspace_id"
 TAG_SYNC = "composable/sync_id"
-TAG_TRIGGER = "composable/trigger"  # "api", "schedule" or Dagster's "manual"
+TAG_TRIGGER = "composable/trigger"  # TRIGGER_API, TRIGGER_SCHEDULE or Dagster's "manual"
+TRIGGER_API = "api"  # a run the API triggered (it starts at once: defs/run_coordinator.py)
+TRIGGER_SCHEDULE = "schedule"
+TAG_RUN_WORKER = "composable/run_worker"  # "host:pid" of the process running it
 
 # Asset metadata and tags the definitions carry (the ids runs resolve their content by).
 META_AUDIENCE_ID = "composable/audience_id"

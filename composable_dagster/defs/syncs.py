@@ -21,6 +21,7 @@ from composable_dagster.names import (
     META_CATALOG_VERSION,
     META_SYNC_ID,
     TAG_KIND,
+    TRIGGER_SCHEDULE,
     schedule_name,
     sync_run_tags,
 )
@@ -205,7 +206,8 @@ def build_sync_schedule(spec: SyncAssetSpec) -> dg.ScheduleDefinition:
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return dg.RunRequest(
-            asset_selection=[spec.audience_key, spec.key], tags=dict(spec.run_tags("schedule"))
+            asset_selection=[spec.audience_key, spec.key],
+            tags=dict(spec.run_tags(TRIGGER_SCHEDULE)),
         )
 
     return _schedule

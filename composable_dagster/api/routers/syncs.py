@@ -36,6 +36,7 @@ from composable_dagster.errors import NotFoundError
 from composable_dagster.names import (
     TAG_SYNC,
     TAG_WORKSPACE,
+    TRIGGER_API,
     audience_path,
     schedule_name,
     sync_path,
@@ -181,7 +182,7 @@ def trigger_sync(
         if active:
             existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
             return JSONResponse(existing, status_code=status.HTTP_200_OK)
-        tags = sync_run_tags(workspace_id=row.workspace_id, sync_id=row.id, trigger="api")
+        tags = sync_run_tags(workspace_id=row.workspace_id, sync_id=row.id, trigger=TRIGGER_API)
         run = dagster.launch_assets([audience_path, sync_path], tags=tags)
     return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
 

@@ -1,0 +1,147 @@
+"""Run workers on a real `composable serve`: API triggers start at once in a process forked
+from the warm fork server (defs/run_launcher.py, defs/run_coordinator.py), other launches
+still queue, a terminated run is cancelled, and a worker killed with SIGKILL fails its run
+instead of holding its sync's next trigger back forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+
+from composable_dagster.names import TAG_RUN_WORKER
+
+from ..conftest import DemoEnv, RunningSystem
+from ..webhook_receiver import Receiver
+from .test_syncs_e2e import trigger, wait_for
+
+pytestmark = pytest.mark.e2e
+
+_EVENTS = """
+query Events($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection { events { __typename ... on MessageEvent { message } } }
+  }
+}"""
+_TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) { __typename ... on PythonError { message } }
+}"""
+
+
+def _api(system: RunningSystem, method: str, path: str, **kw: object) -> httpx.Response:
+    return httpx.request(  # type: ignore[arg-type]
+        method, f"{system.workspace_url}{path}", headers=system.headers, timeout=120, **kw
+    )
+
+
+def _hook_sync(system: RunningSystem, demo_env: DemoEnv, url: str) -> tuple[str, list[str]]:
+    """A sync of a small audience to the webhook at `url`: (sync id, its two asset paths)."""
+    out, tag = demo_env.init_output, uuid.uuid4().hex[:6]
+    audience = _api(system, "POST", "/audiences", json={
+        "name": f"Workers {tag}", "parent_model_id": out["model_ids"]["customers"],
+        "filter_tree": {"type": "and", "children": [
+            {"type": "condition", "condition_type": "property", "column": "lifetime_value",
+             "operator": "greater_than", "value": 3000}]},
+    })  # fmt: skip
+    assert audience.status_code == 201, audience.text
+    destination = _api(system, "POST", "/destinations", json={
+        "name": f"Workers hook {tag}", "destination_type": "webhook", "config": {"url": url},
+    })  # fmt: skip
+    assert destination.status_code == 201, destination.text
+    sync = _api(system, "POST", "/audience-syncs", json={
+        "name": f"Workers sync {tag}", "audience_id": audience.json()["id"],
+        "destination_id": destination.json()["id"], "sync_mode": "upsert",
+        "field_mapping": [{"source_column": "email", "destination_field": "email"}],
+    })  # fmt: skip
+    assert sync.status_code == 201, sync.text
+    paths = [["demo", "audiences", f"workers_{tag}"], ["demo", "syncs", f"workers_sync_{tag}"]]
+    return sync.json()["id"], paths
+
+
+def _event_messages(system: RunningSystem, run_id: str) -> list[tuple[str, str]]:
+    data = system.dagster.query(_EVENTS, {"runId": run_id})["logsForRun"]
+    return [(e["__typename"], e.get("message") or "") for e in data["events"]]
+
+
+def _running_worker(system: RunningSystem, run_id: str, receiver: Receiver) -> int:
+    """The pid of the run's worker, once it has sent its first request (and sleeps in it)."""
+    deadline = time.monotonic() + 120
+    while not receiver.requests:
+        assert time.monotonic() < deadline, "the run never reached the webhook"
+        time.sleep(0.2)
+    host, _, pid = system.dagster.run(run_id).tags[TAG_RUN_WORKER].rpartition(":")
+    assert host == socket.gethostname()
+    return int(pid)
+
+
+def test_an_api_trigger_skips_the_queue_and_runs_in_a_forked_worker(
+    running_system: RunningSystem, demo_env: DemoEnv, receiver: Receiver
+) -> None:
+    system = running_system
+    sync_id, paths = _hook_sync(system, demo_env, receiver.url)
+    started = trigger(system, sync_id)
+    assert started.status_code == 201, started.text
+    run = wait_for(system, sync_id, started.json()["id"])
+    assert run["status"] == "completed" and run["rows_added"] > 0, run
+
+    events = _event_messages(system, run["id"])
+    kinds = [kind for kind, _ in events]
+    assert "RunEnqueuedEvent" not in kinds  # launched at once, not through the daemon
+    pid = system.dagster.run(run["id"]).tags[TAG_RUN_WORKER].rpartition(":")[2]
+    assert ("EngineEvent", f"Started process for run (pid: {pid}).") in events
+    assert int(pid) != os.getpid()
+
+    # A launch that is not the API's (the Dagster UI's "Materialize") still queues.
+    ui_run = system.dagster.launch_assets(paths, tags={"composable/sync_id": sync_id})
+    finished = system.dagster.wait_for_run(ui_run.run_id, timeout=180, poll=0.5)
+    assert finished.status == "SUCCESS"
+    assert "RunEnqueuedEvent" in [k for k, _ in _event_messages(system, ui_run.run_id)]
+
+
+def test_terminating_a_run_interrupts_its_worker_and_cancels_it(
+    running_system: RunningSystem, demo_env: DemoEnv, receiver: Receiver
+) -> None:
+    system = running_system
+    receiver.script.append(("sleep", 60))  # the first request hangs
+    sync_id, _ = _hook_sync(system, demo_env, receiver.url)
+    run_id = trigger(system, sync_id).json()["id"]
+    pid = _running_worker(system, run_id, receiver)
+
+    result = system.dagster.query(_TERMINATE, {"runId": run_id})["terminateRun"]
+    assert result["__typename"] == "TerminateRunSuccess", result
+    run = wait_for(system, sync_id, run_id)
+    assert run["status"] == "cancelled", run
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, "the interrupted worker did not exit"
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_fails_its_run_and_frees_the_sync(
+    running_system: RunningSystem, demo_env: DemoEnv, receiver: Receiver
+) -> None:
+    system = running_system
+    receiver.script.append(("sleep", 120))
+    sync_id, _ = _hook_sync(system, demo_env, receiver.url)
+    run_id = trigger(system, sync_id).json()["id"]
+    pid = _running_worker(system, run_id, receiver)
+    # While it runs, a trigger returns that run.
+    again = trigger(system, sync_id)
+    assert again.status_code == 200 and again.json()["id"] == run_id, again.text
+
+    os.kill(pid, signal.SIGKILL)  # what the OOM killer does: no chance to record anything
+    # Dagster's run monitoring (dagster.yaml: every 10 s) asks the launcher about the worker.
+    run = wait_for(system, sync_id, run_id)
+    assert run["status"] == "failed", run
+    assert f"pid {pid}" in (run["error"] or ""), run
+    receiver.script.clear()
+    retry = trigger(system, sync_id)
+    assert retry.status_code == 201 and retry.json()["id"] != run_id, retry.text
+    assert wait_for(system, sync_id, retry.json()["id"])["status"] == "completed"
