@@ -6,10 +6,15 @@ read their content from the catalog when they start. So most edits (a tree, a ma
 destination, a trait) need no reload at all: each change's task compares the graph's digest
 with the one Dagster last loaded, and reloads only when they differ.
 
-Reloads coalesce: one that starts after a change covers it, so a burst of changes costs at
-most one reload in flight and one pending, never a queue of stale ones. Triggers do not wait
-for reloads unless their own assets are not loaded yet (routers/syncs.py); `wait_idle` is
-what they wait with then.
+Reloads coalesce and settle: one thread per API process does them, one at a time, each
+covering every change committed before it started. A change's background task only marks
+it committed and returns (a task that waited for a reload held one of the server's worker
+threads: a burst of creates exhausted them and stalled every request). The thread waits
+until no change has come for `settle_seconds` (or the oldest has waited `max_delay_seconds`)
+before reloading, so a client creating 1,000 audiences back to back does not keep a reload
+running on the machine's cores all along; a trigger that needs its asset loaded says so
+(`wait_idle`), and the pending reload starts at once. Triggers do not wait for reloads
+unless their own assets are not loaded yet (routers/syncs.py).
 """
 
 from __future__ import annotations
@@ -36,43 +41,89 @@ class ReloadTracker:
     `graph_digest` reads the digest of the catalog's graph as it is now.
     """
 
-    def __init__(self, graph_digest: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        graph_digest: Callable[[], str],
+        *,
+        settle_seconds: float = 0.5,
+        max_delay_seconds: float = 30.0,
+    ) -> None:
         self._graph_digest = graph_digest
+        self._settle_seconds = settle_seconds
+        self._max_delay_seconds = max_delay_seconds
         self.loaded_digest: str | None = None  # the graph of the last reload this process did
         self.reloads = 0  # reloads done (a number the tests and benchmarks read)
-        # Requested and not finished: when each was requested, None once its task began.
+        # Requested and not finished: when each was requested, None once it was committed.
         self._pending: dict[object, float | None] = {}
-        # Changes committed (their background task began) that no reload has started after,
+        # Changes committed (their background task ran) that no reload has started after,
         # with the schedule each wants reset. A change's task runs after its commit, while
-        # `request` runs before it: only a task's start proves Dagster can see the change.
+        # `request` runs before it: only a task's run proves Dagster can see the change.
         self._ready: dict[object, str | None] = {}
+        self._first_ready = 0.0  # when the oldest of `_ready` was committed
+        self._last_ready = 0.0  # when the newest was
+        self._hurry = False  # a trigger waits: reload without settling
+        self._client: DagsterClient | None = None
         self._idle = threading.Condition()
-        self._serial = threading.Lock()  # one reload at a time; later ones see later rows
+        self._worker: threading.Thread | None = None
 
     def request(self, client: DagsterClient, *, schedule: str | None = None) -> Callable[[], None]:
-        """Mark a change pending now; run the returned callable (as a background task)."""
+        """Mark a change pending now; run the returned callable (as a background task, after
+        the change's commit): it hands the change to the reload thread and returns."""
         change = object()
         with self._idle:
             self._pending[change] = time.monotonic()
 
-        def _reload() -> None:
+        def _committed() -> None:
+            with self._idle:
+                now = time.monotonic()
+                self._pending[change] = None
+                if not self._ready:
+                    self._first_ready = now
+                self._ready[change] = schedule
+                self._last_ready = now
+                self._client = client
+                if self._worker is None:
+                    self._worker = threading.Thread(
+                        target=self._reload_forever, name="dagster-reloads", daemon=True
+                    )
+                    self._worker.start()
+                self._idle.notify_all()
+
+        return _committed
+
+    def _next_batch(self) -> tuple[DagsterClient, dict[object, str | None]]:
+        """Wait for committed changes and for them to settle; take them all."""
+        with self._idle:
+            while True:
+                if self._ready:
+                    now = time.monotonic()
+                    due = min(
+                        self._last_ready + self._settle_seconds,
+                        self._first_ready + self._max_delay_seconds,
+                    )
+                    if self._hurry or now >= due:
+                        break
+                    self._idle.wait(timeout=due - now)
+                else:
+                    self._idle.wait()
+            batch, self._ready = self._ready, {}
+            self._hurry = False
+            assert self._client is not None  # set with every committed change
+            return self._client, batch
+
+    def _reload_forever(self) -> None:
+        while True:
+            client, batch = self._next_batch()
             try:
-                with self._idle:
-                    self._pending[change] = None
-                    self._ready[change] = schedule
-                with self._serial:
-                    with self._idle:
-                        if change not in self._ready:
-                            return  # a reload that started after this commit has finished
-                        schedules = sorted({s for s in self._ready.values() if s is not None})
-                        self._ready.clear()
-                    self._reload_if_changed(client, schedules=schedules)
+                schedules = sorted({s for s in batch.values() if s is not None})
+                self._reload_if_changed(client, schedules=schedules)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("reloading Dagster failed; the next change tries again")
             finally:
                 with self._idle:
-                    self._pending.pop(change, None)
+                    for change in batch:
+                        self._pending.pop(change, None)
                     self._idle.notify_all()
-
-        return _reload
 
     def _reload_if_changed(self, client: DagsterClient, *, schedules: list[str]) -> None:
         # Read before the reload: the code server reads the catalog after this, so what it
@@ -88,9 +139,12 @@ class ReloadTracker:
             self.reloads += 1
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until every requested reload finished (or was abandoned); False on timeout."""
+        """Wait until every requested reload finished (or was abandoned); False on timeout.
+        What is waiting to settle starts now: somebody needs it."""
         deadline = time.monotonic() + timeout
         with self._idle:
+            self._hurry = True
+            self._idle.notify_all()
             while True:
                 now = time.monotonic()
                 for change, requested in list(self._pending.items()):
@@ -98,6 +152,7 @@ class ReloadTracker:
                         del self._pending[change]
                 waiting = list(self._pending.values())
                 if not waiting:
+                    self._hurry = False
                     return True
                 if now >= deadline:
                     return False

@@ -223,12 +223,44 @@ def test_a_burst_of_changes_costs_at_most_two_reloads(receiver: Receiver) -> Non
 
 
 def test_a_change_reloads_after_it_is_committed(receiver: Receiver) -> None:
+    receiver.script.append(("sleep", 0.3))
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker(graph_digest=_changing_graph())
+    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=0.05)
     earlier, later = tracker.request(client), tracker.request(client)
-    earlier()  # `later` has been asked for, not committed: this reload may not see it
-    later()
+    earlier()
+    while not receiver.requests:  # its reload started: `later` was asked for, not committed
+        time.sleep(0.01)
+    later()  # so that reload may not have seen it: another follows
+    assert tracker.wait_idle(timeout=5)
     assert _reload_requests(receiver) == 2
+
+
+def test_a_burst_settles_into_one_reload_and_never_holds_a_worker(receiver: Receiver) -> None:
+    """A client creating audiences back to back: each change's task returns at once (a
+    waiting task held one of the API's worker threads), and one reload covers them all."""
+    client = DagsterClient(receiver.url, location="composable")
+    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=0.3)
+    slowest = 0.0
+    for _ in range(50):
+        started = time.monotonic()
+        tracker.request(client)()
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.005)
+    assert slowest < 0.05
+    assert _reload_requests(receiver) == 0  # still settling
+    time.sleep(0.6)
+    assert tracker.wait_idle(timeout=5)
+    assert _reload_requests(receiver) == 1
+
+
+def test_a_trigger_that_waits_does_not_wait_for_the_settling(receiver: Receiver) -> None:
+    client = DagsterClient(receiver.url, location="composable")
+    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=30)
+    tracker.request(client)()
+    started = time.monotonic()
+    assert tracker.wait_idle(timeout=10)
+    assert time.monotonic() - started < 5
+    assert _reload_requests(receiver) == 1
 
 
 def test_an_abandoned_reload_request_stops_blocking(
@@ -262,12 +294,15 @@ def test_a_change_that_leaves_the_graph_as_it_was_does_not_reload(receiver: Rece
     client = DagsterClient(receiver.url, location="composable")
     receiver.script.extend([RELOADED, RELOADED])
     tracker.request(client)()  # the first change: what Dagster loaded is not known yet
+    assert tracker.wait_idle(timeout=5)
     assert (_reload_requests(receiver), tracker.loaded_digest) == (1, "v1")
     for _ in range(5):
         tracker.request(client)()  # content edits
+        assert tracker.wait_idle(timeout=5)
     assert _reload_requests(receiver) == 1
     graph[0] = "v2"  # an audience created, say
     tracker.request(client)()
+    assert tracker.wait_idle(timeout=5)
     assert (_reload_requests(receiver), tracker.reloads) == (2, 2)
 
 
@@ -275,9 +310,11 @@ def test_a_failed_reload_is_tried_again_by_the_next_change(receiver: Receiver) -
     tracker = ReloadTracker(graph_digest=lambda: "v1")
     client = DagsterClient(receiver.url, location="composable")
     tracker.request(client)()  # the receiver's plain "ok" is no GraphQL answer: not loaded
+    assert tracker.wait_idle(timeout=5)
     assert tracker.loaded_digest is None
     receiver.script.append(RELOADED)
     tracker.request(client)()
+    assert tracker.wait_idle(timeout=5)
     assert (_reload_requests(receiver), tracker.loaded_digest) == (2, "v1")
 
 
