@@ -9,6 +9,12 @@ each count adds audiences (and a scheduled sync per audience) to the catalog, th
   (baseline: no asset; dbt is a code location of its own);
 - reload: the GraphQL `reloadRepositoryLocation` round trip on the running webserver, the
   median of 3.
+- run worker: a real trigger of one sync on the running system, from the run worker's
+  process start to the run's start: the definitions a run worker builds (only its run's
+  assets, from the pinned graph; defs/run_worker.py);
+- assetNodes and group graph: a timed GraphQL `assetNodes` query (every asset key) and the
+  query the UI's asset graph page of the workspace's group sends;
+- peak RSS (VmHWM) of the webserver, the daemon and the catalog's code server at the end.
 One load runs first and is not counted: the first load after `init` writes the dbt manifest
 (`dbt parse`, about 8 s) and meets cold caches, which once made the baseline larger than
 every loaded figure. Prints a markdown table; docs/benchmarks.md records a run.
@@ -21,6 +27,7 @@ and how long after the last create Dagster showed every one of them (`assetNodes
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -28,10 +35,10 @@ import time
 from pathlib import Path
 
 import httpx
-from _serve import demo_init, serving
+from _serve import DemoSystem, demo_init, serving
+from trigger_latency import _events, _send, _tree
 
 from composable_dagster.api.dagster_client import DagsterClient
-from composable_dagster.catalog import audiences
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.catalog.tables import Audience, Sync
 from composable_dagster.settings import Settings
@@ -62,27 +69,106 @@ def _load_seconds(cwd: Path, env: dict[str, str]) -> tuple[float, int]:
     return statistics.median(seconds), assets.pop()
 
 
-def _reload_seconds(client: DagsterClient) -> float:
-    return statistics.median(client.reload_location() for _ in range(REPEATS))
+def _reload_seconds(client: DagsterClient, repeats: int = REPEATS) -> float:
+    return statistics.median(client.reload_location() for _ in range(repeats))
+
+
+# What the UI's asset graph page asks for a group (the fields its layout needs).
+_GROUP_GRAPH = """
+query GroupGraph($group: AssetGroupSelector!) {
+  assetNodes(group: $group) {
+    id assetKey { path } groupName opNames isMaterializable isObservable kinds
+    dependencyKeys { path } dependedByKeys { path }
+    repository { name location { name } }
+  }
+}"""
+
+
+def _graph_queries(system: DemoSystem) -> tuple[float, float, int]:
+    """Seconds for `assetNodes` (all keys) and for the workspace group's graph query."""
+    started = time.perf_counter()
+    nodes = system.dagster.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
+    all_nodes = time.perf_counter() - started
+    group = {"groupName": "demo", "repositoryName": "__repository__",
+             "repositoryLocationName": "composable"}  # fmt: skip
+    started = time.perf_counter()
+    system.dagster.query(_GROUP_GRAPH, {"group": group})
+    return all_nodes, time.perf_counter() - started, len(nodes)
+
+
+def _bench_sync(system: DemoSystem) -> str:
+    """A sync to files, created through the API, whose triggers time a run worker."""
+    destination = _send(system, "POST", "/destinations", {
+        "name": "load bench files", "destination_type": "file",
+        "config": {"path": "load_bench", "format": "csv"}})  # fmt: skip
+    audience = _send(system, "POST", "/audiences", {
+        "name": "load bench", "parent_model_id": system.init["model_ids"]["customers"],
+        "filter_tree": _tree(900)})  # fmt: skip
+    sync = _send(system, "POST", "/audience-syncs", {
+        "name": "load bench sync", "audience_id": audience["id"],
+        "destination_id": destination["id"], "sync_mode": "mirror",
+        "config": {"max_remove_share": 1},
+        "field_mapping": [{"source_column": "email", "destination_field": "email"}]})  # fmt: skip
+    return sync["id"]
+
+
+def _run_worker_definitions(system: DemoSystem, sync_id: str) -> float:
+    """Seconds from the run worker's process start to the run's start, for one trigger.
+    A trigger the API could not launch (Dagster too busy to answer within the API's 30 s)
+    is tried again, up to 5 times, 10 s apart, and reported."""
+    for _ in range(5):
+        response = httpx.post(f"{system.api}/audience-syncs/{sync_id}/trigger",
+                              headers=system.headers, timeout=600)  # fmt: skip
+        if response.status_code in (200, 201):  # 200: a retried launch that went through
+            break
+        print(f"  trigger answered {response.status_code}: {response.text}", flush=True)
+        time.sleep(10)
+    else:
+        return float("nan")
+    run_id = response.json()["id"]
+    run = system.dagster.wait_for_run(run_id, timeout=600, poll=0.5)
+    if run.status != "SUCCESS":
+        raise SystemExit(f"run {run_id} ended {run.status}")
+    events = _events(system, run_id)
+    return events["RunStartEvent"] - events["worker process started"]
+
+
+_PROCESSES = {"webserver": "dagster_webserver", "daemon": "dagster._daemon",
+              "code server": "composable_dagster.definitions"}  # fmt: skip
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory (VmHWM) of each Dagster process of the running system, MB."""
+    peaks: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for name, mark in _PROCESSES.items():
+            if mark in cmdline and "forkserver" not in cmdline:
+                kb = int(status.split("VmHWM:")[1].split()[0])
+                peaks[name] = max(peaks.get(name, 0.0), kb / 1024)
+    return peaks
 
 
 def _grow_catalog(settings: Settings, init: dict, target: int) -> None:
+    """Audiences (and a scheduled sync each) inserted as rows: what the definitions are
+    built from, without the API's per-write validation (`--api-creates` times that)."""
     with catalog_session(settings.resolved_catalog_url) as session:
-        have = session.query(Audience).count()
+        have = session.query(Audience).filter(Audience.slug.like("bench_audience_%")).count()
         for i in range(have, target):
-            audience = audiences.create_audience(
-                session,
-                workspace_id=init["workspace_id"],
-                created_by=None,
-                spec=audiences.AudienceCreate(
-                    name=f"bench audience {i}",
-                    parent_model_id=init["model_ids"]["customers"],
-                    filter_tree={"type": "and", "children": [
-                        {"type": "condition", "condition_type": "property",
-                         "column": "lifetime_value", "operator": "greater_than",
-                         "value": i}]},
-                ),
+            audience = Audience(
+                workspace_id=init["workspace_id"], parent_model_id=init["model_ids"]["customers"],
+                name=f"bench audience {i}", slug=f"bench_audience_{i}", status="active",
+                status_error="",
+                filter_tree={"type": "and", "children": [
+                    {"type": "condition", "condition_type": "property",
+                     "column": "lifetime_value", "operator": "greater_than", "value": i}]},
             )  # fmt: skip
+            session.add(audience)
+            session.flush()
             session.add(Sync(workspace_id=init["workspace_id"], audience_id=audience.id,
                              destination_id=init["destination_id"], name=f"bench sync {i}",
                              slug=f"bench_sync_{i}", sync_mode="mirror",
@@ -141,24 +227,36 @@ def main() -> None:
         [sys.executable, "-c", LOAD_SNIPPET], cwd=cwd, env=env, check=True, capture_output=True
     )
     baseline, baseline_assets = _load_seconds(cwd, env)
-    rows = []
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     with serving(cwd, env, init) as system:
         client = system.dagster
+        sync_id = _bench_sync(system)
         client.reload_location()  # warm-up, not counted
+        _run_worker_definitions(system, sync_id)  # warm-up, not counted
         baseline_reload = _reload_seconds(client)
-        rows.append(("0 (baseline)", baseline_assets, baseline, baseline_reload))
+        print(f"median of {REPEATS} (reload: 1 at 5,000 and more) after one uncounted "
+              "warm-up; baseline: empty catalog (+1 bench sync)")  # fmt: skip
+        print("goals at 1,000 / 10,000: reload <= 5 / 15 s; run worker definitions <= 2 / 5 s")
+        print("| audiences (+1 sync each) | assets | load s (fresh process) | reload s "
+              "| reload / baseline | run worker definitions s | assetNodes s | group graph s "
+              "| peak RSS MB so far |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+
+        def row(count: str, assets: int, load: float, reload: float) -> None:
+            worker = _run_worker_definitions(system, sync_id)
+            nodes, group, _ = _graph_queries(system)
+            peaks = ", ".join(f"{k} {v:.0f}" for k, v in _peak_rss_mb().items())
+            print(f"| {count} | {assets} | {load:.2f} | {reload:.2f} "
+                  f"| {reload / baseline_reload:.1f}x | {worker:.2f} | {nodes:.2f} "
+                  f"| {group:.2f} | {peaks} |", flush=True)  # fmt: skip
+
+        row("0 (baseline)", baseline_assets, baseline, baseline_reload)
         for count in args.counts:
             _grow_catalog(settings, init, count)
             load, assets = _load_seconds(cwd, env)
-            rows.append((str(count), assets, load, _reload_seconds(client)))
-
-    print(f"median of {REPEATS} after one uncounted warm-up; baseline: empty catalog")
-    print("| audiences (+1 sync each) | assets | load s | load / baseline | reload s "
-          "| reload / baseline |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    for count, assets, load, reload in rows:
-        print(f"| {count} | {assets} | {load:.2f} | {load / baseline:.1f}x "
-              f"| {reload:.2f} | {reload / baseline_reload:.1f}x |")  # fmt: skip
+            reload = _reload_seconds(client, repeats=REPEATS if count < 5000 else 1)
+            row(f"{count:,}", assets, load, reload)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ anyway), and a tree that stopped compiling fails only its own materialization.
 import contextlib
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 
 import dagster as dg
 
@@ -29,6 +30,7 @@ def catalog_definitions(
     max_member_drop: float,
     activation: ActivationStoreResource,
     catalog: CatalogResource,
+    only: AbstractSet[dg.AssetKey] | None = None,
 ) -> dg.Definitions:
     """Assets, checks and schedules for every workspace in `graph`.
 
@@ -41,6 +43,7 @@ def catalog_definitions(
             materialization before its blocking check stops its syncs.
         activation: Where the assets store memberships and snapshots.
         catalog: The catalog as runs read it when they start.
+        only: The assets to build (a run worker's run), without schedules; None: all.
     """
     assets: list[dg.AssetsDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
@@ -55,6 +58,8 @@ def catalog_definitions(
         }
         audience_specs = []
         for audience in workspace.audiences:
+            if only is not None and audience_keys[audience.id] not in only:
+                continue
             deps = {key for m in audience.model_ids for key in model_deps.get(m, ())}
             deps |= {audience_keys[a] for a in audience.audience_ids if a in audience_keys}
             audience_specs.append(
@@ -74,8 +79,11 @@ def catalog_definitions(
             assets.append(build_audience_assets(audience_specs, name=f"{op_prefix}__audiences"))
         sync_specs = []
         for sync in workspace.syncs:
+            key = dg.AssetKey(list(sync_path(workspace.slug, sync.slug)))
+            if only is not None and key not in only:
+                continue
             spec = SyncAssetSpec(
-                key=dg.AssetKey(list(sync_path(workspace.slug, sync.slug))),
+                key=key,
                 audience_key=audience_keys[sync.audience_id],
                 sync_id=sync.id,
                 workspace_id=workspace.id,
@@ -91,7 +99,7 @@ def catalog_definitions(
             # A cron Dagster refuses (stored before the API checked it as Dagster does)
             # leaves its sync manual: one row never breaks the whole location's load.
             with contextlib.suppress(dg.DagsterInvalidDefinitionError):
-                if spec.schedule:
+                if spec.schedule and only is None:
                     schedules.append(build_sync_schedule(spec))
         if sync_specs:
             assets.append(build_sync_assets(sync_specs, name=f"{op_prefix}__syncs"))

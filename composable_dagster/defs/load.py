@@ -1,9 +1,11 @@
 """Assemble the catalog's code location: an asset per audience and sync, resources, executor.
 
-The dbt models are another code location (defs/dbt.py); audiences depend on their assets
-by key, read from the dbt manifest without importing dagster-dbt.
+A run worker builds only its run's assets (`scope_to_run`). The dbt models are another code
+location (defs/dbt.py); audiences depend on their assets by key, read from the dbt manifest
+without importing dagster-dbt.
 """
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import dagster as dg
@@ -29,21 +31,36 @@ def read_catalog_graph(settings: Settings) -> CatalogGraph:
 def build_definitions(settings: Settings) -> dg.Definitions:
     settings.check_catalog_apart()
     graph = pinned_graph(lambda: read_catalog_graph(settings))
+    only = _run_scope[0] if _run_scope else None
+    if only is not None:
+        return _build(settings, graph, only=only)  # a run worker builds once
     # Dagster's code server calls the definitions function twice per load (to initialize,
     # then to reconstruct with the pinned graph): same inputs, same factory output, so
     # the second call reuses the first (3.8 s of a 1,000-audience reload).
     key = (settings.model_dump_json(), graph.digest())
     if _last_build and _last_build[0] == key:
         return _last_build[1]
-    definitions = _build(settings, graph)
+    definitions = _build(settings, graph, only=only)
     _last_build[:] = [key, definitions]
     return definitions
 
 
 _last_build: list[Any] = []  # [(settings, graph) key, Definitions] of the latest build
+# The assets of the one run this process executes, when a run worker knows them
+# (defs/run_worker.py): it builds those alone, not every workspace's assets and schedules.
+_run_scope: list[frozenset[dg.AssetKey]] = []
 
 
-def _build(settings: Settings, graph: CatalogGraph) -> dg.Definitions:
+def scope_to_run(asset_keys: AbstractSet[dg.AssetKey]) -> None:
+    """Build only `asset_keys` (and their checks) from now on in this process: a run
+    worker's definitions need the run's own assets, not 2,000 others (1.7 s at 1,000
+    audiences, most of a run's start). Their upstream keys stay deps, unbuilt."""
+    _run_scope[:] = [frozenset(asset_keys)]
+
+
+def _build(
+    settings: Settings, graph: CatalogGraph, *, only: frozenset[dg.AssetKey] | None
+) -> dg.Definitions:
     manifest = ensure_manifest(settings.home_dir, settings.resolved_warehouse_url)
     table_assets = {
         table: dg.AssetKey(list(key)) for table, key in model_asset_keys(manifest).items()
@@ -55,6 +72,7 @@ def _build(settings: Settings, graph: CatalogGraph) -> dg.Definitions:
         max_member_drop=settings.max_member_drop,
         activation=activation_resource(settings),
         catalog=catalog_resource(settings),
+        only=only,
     )
     runtime = dg.Definitions(
         # Runs here are small and sequential; the in-process executor saves ~3 s a run.

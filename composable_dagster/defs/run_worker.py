@@ -5,9 +5,8 @@ Importing this module is the warm-up: Dagster, its run-execution code and the co
 (sqlalchemy, sqlglot, the connectors) take ~2.5 s to import, and a run forked from a process
 that has them starts in tens of milliseconds instead. Nothing here opens a file or a
 database, which a fork must not inherit (the only threads, numpy's OpenBLAS pool, are
-fork-safe). The definitions themselves are built in
-each run's own process, from the graph pinned at launch (defs/pinning.py), so a run never
-sees a stale graph.
+fork-safe). The definitions themselves are built in each run's own process, from the graph
+pinned at launch (defs/pinning.py), and only for the run's own assets (`scope_to_run`).
 
 Dagster's in-process run execution (`dagster api execute_run`'s body) is private in 1.13:
 keep its use to this module.
@@ -20,6 +19,8 @@ from dagster._cli.api import _execute_run_command_body
 from dagster._core.instance import DagsterInstance, InstanceRef
 from dagster._serdes import deserialize_value
 from dagster._utils.interrupts import capture_interrupts
+
+from composable_dagster.defs.load import scope_to_run
 
 # What a run imports on its way (found by listing the modules a run worker added): the code
 # location, then what Dagster imports lazily to open its storage and execute, and what the
@@ -58,6 +59,9 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
     it), and a failure is recorded on the run before the process exits."""
     instance_ref = deserialize_value(serialized_instance_ref, InstanceRef)
     with capture_interrupts(), DagsterInstance.from_ref(instance_ref) as instance:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.asset_selection:
+            scope_to_run(run.asset_selection)  # build this run's assets, not every one
         _execute_run_command_body(
             run_id, instance, write_stream_fn=lambda _event: None, set_exit_code_on_failure=False
         )

@@ -188,3 +188,33 @@ def test_definitions_are_deterministic(rows: CatalogRows) -> None:
         )
 
     assert snapshot() == snapshot()
+
+
+def test_a_run_workers_definitions_hold_its_own_assets_only(rows: CatalogRows) -> None:
+    """A run worker builds the run's selection (defs/run_worker.py): the same keys, deps and
+    checks as the full build has for them, nothing else, no schedule."""
+    graph_rows = graph_from_rows(rows, dialect="duckdb")
+    full = catalog_definitions(
+        graph_rows, table_assets=TABLE_ASSETS, kind="duckdb", max_member_drop=0.5,
+        **DEPENDENCIES,
+    )  # fmt: skip
+    buyers = dg.AssetKey(["acme", "audiences", "high_value_electronics_buyers"])
+    hourly = dg.AssetKey(["acme", "syncs", "hourly"])
+    scoped = catalog_definitions(
+        graph_rows, table_assets=TABLE_ASSETS, kind="duckdb", max_member_drop=0.5,
+        only={buyers, hourly}, **DEPENDENCIES,
+    )  # fmt: skip
+    built = {k for a in scoped.assets or [] for k in a.keys}  # type: ignore[union-attr]
+    assert built == {buyers, hourly}
+    assert not list(scoped.schedules or [])
+    full_graph, scoped_graph = full.resolve_asset_graph(), scoped.resolve_asset_graph()
+    for key in (buyers, hourly):
+        assert scoped_graph.get(key).parent_keys == full_graph.get(key).parent_keys
+    # Upstream assets it does not build stay deps: the referenced audience, the dbt models.
+    assert dg.AssetKey(["acme", "audiences", "high_value"]) in scoped_graph.get(buyers).parent_keys
+    checks = {c.name for c in scoped.get_assets_def(buyers).check_specs}
+    assert checks == {"not_empty", "member_count_drop"}
+    job = scoped.resolve_implicit_global_asset_job_def()
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "acme/audiences/high_value_electronics_buyers", "acme/syncs/hourly",
+    }  # fmt: skip
