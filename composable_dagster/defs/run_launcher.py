@@ -84,13 +84,15 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
         from composable_dagster.defs import run_worker  # the function the fork runs
 
         run = context.dagster_run
-        multiprocessing.active_children()  # reap finished workers (closes their pipes)
-        process = self._fork_server().Process(
+        fork_server = self._fork_server()
+        process = fork_server.Process(
             target=run_worker.execute_run,
             args=(run.run_id, serialize_value(self._instance.get_ref())),
             name=f"dagster-run-{run.run_id}",
         )
-        process.start()
+        with self._context_lock:  # launches come from several threads of the webserver
+            multiprocessing.active_children()  # reap finished workers (closes their pipes)
+            process.start()
         self._instance.add_run_tags(
             run.run_id, {TAG_RUN_WORKER: f"{socket.gethostname()}:{process.pid}"}
         )
