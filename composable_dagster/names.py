@@ -43,3 +43,8 @@ def schedule_name(workspace_slug: str, sync_slug: str) -> str:
 
 def sync_run_tags(*, workspace_id: str, sync_id: str, trigger: str) -> dict[str, str]:
     return {TAG_WORKSPACE: workspace_id, TAG_SYNC: sync_id, TAG_TRIGGER: trigger}
+
+
+def run_worker_tag(host: str, pid: int) -> str:
+    """The TAG_RUN_WORKER value of a run worker (defs/run_worker.py writes it)."""
+    return f"{host}:{pid}"

@@ -29,7 +29,8 @@ class Request:
 class Receiver:
     """Records every request and answers from `script` (then 200 once it is empty).
 
-    Actions: ("status", code, headers, body), ("sleep", seconds), ("drop",).
+    Actions: ("status", code, headers, body), ("sleep", seconds[, then this action]),
+    ("drop",).
     """
 
     url: str = ""
@@ -62,7 +63,7 @@ def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 return
             if action[0] == "sleep":
                 time.sleep(action[1])
-                action = ("status", 200, {}, b"late")
+                action = action[2] if len(action) > 2 else ("status", 200, {}, b"late")
             _, status, headers, text = action
             self.send_response(status)
             for name, value in headers.items():

@@ -23,7 +23,9 @@ class TriggerFirstRunCoordinator(QueuedRunCoordinator):
 
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
-        from_api = run.tags.get(TAG_TRIGGER) == TRIGGER_API
+        # A re-execution from the UI copies its parent's tags, the trigger's included: it
+        # was not checked by the API, so it queues.
+        from_api = run.tags.get(TAG_TRIGGER) == TRIGGER_API and run.parent_run_id is None
         if not from_api or run.status != dg.DagsterRunStatus.NOT_STARTED:
             return super().submit_run(context)
         self._instance.launch_run(run.run_id, context.workspace)

@@ -13,6 +13,8 @@ keep its use to this module.
 """
 
 import importlib
+import os
+import socket
 
 import sqlalchemy.orm
 from dagster._cli.api import _execute_run_command_body
@@ -21,6 +23,7 @@ from dagster._serdes import deserialize_value
 from dagster._utils.interrupts import capture_interrupts
 
 from composable_dagster.defs.load import scope_to_run
+from composable_dagster.names import TAG_RUN_WORKER, run_worker_tag
 
 # What a run imports on its way (found by listing the modules a run worker added): the code
 # location, then what Dagster imports lazily to open its storage and execute, and what the
@@ -59,9 +62,15 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
     it), and a failure is recorded on the run before the process exits."""
     instance_ref = deserialize_value(serialized_instance_ref, InstanceRef)
     with capture_interrupts(), DagsterInstance.from_ref(instance_ref) as instance:
+        # Before the run's first event: how `terminate` and run monitoring find this process.
+        instance.add_run_tags(
+            run_id, {TAG_RUN_WORKER: run_worker_tag(socket.gethostname(), os.getpid())}
+        )
         run = instance.get_run_by_id(run_id)
         if run is not None and run.asset_selection:
-            scope_to_run(run.asset_selection)  # build this run's assets, not every one
+            # This run's assets (and those of the checks it runs), not every one.
+            checks = {check.asset_key for check in run.asset_check_selection or ()}
+            scope_to_run(run.asset_selection | checks)
         _execute_run_command_body(
             run_id, instance, write_stream_fn=lambda _event: None, set_exit_code_on_failure=False
         )

@@ -306,6 +306,26 @@ def test_a_change_that_leaves_the_graph_as_it_was_does_not_reload(receiver: Rece
     assert (_reload_requests(receiver), tracker.reloads) == (2, 2)
 
 
+def test_changes_during_a_reload_reload_again_even_if_the_graph_looks_unchanged(
+    receiver: Receiver,
+) -> None:
+    """A pause and a resume committed while a reload runs: the code server may have read
+    the pause, so the graph's digest being back where it was proves nothing."""
+    graph = ["active"]
+    tracker = ReloadTracker(graph_digest=lambda: graph[0], settle_seconds=0.05)
+    client = DagsterClient(receiver.url, location="composable")
+    receiver.script.extend([("sleep", 0.5, RELOADED), RELOADED])  # a slow reload that works
+    tracker.request(client)()  # some change: the first reload starts, slowly
+    while not receiver.requests:
+        time.sleep(0.01)
+    graph[0] = "paused"
+    tracker.request(client)()
+    graph[0] = "active"
+    tracker.request(client)()
+    assert tracker.wait_idle(timeout=10)
+    assert _reload_requests(receiver) == 2
+
+
 def test_a_failed_reload_is_tried_again_by_the_next_change(receiver: Receiver) -> None:
     tracker = ReloadTracker(graph_digest=lambda: "v1")
     client = DagsterClient(receiver.url, location="composable")
