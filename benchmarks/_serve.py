@@ -86,3 +86,63 @@ def serving(cwd: Path, env: dict[str, str], init: dict) -> Iterator[DemoSystem]:
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         serve.wait(timeout=60)
+
+
+_RUN_EVENTS = """
+query Events($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection { events { __typename
+      ... on MessageEvent { timestamp stepKey message } } }
+  }
+}"""
+
+
+def send(system: DemoSystem, method: str, path: str, body: dict) -> dict:
+    response = httpx.request(
+        method, system.api + path, json=body, headers=system.headers, timeout=120
+    )
+    if response.status_code not in (200, 201):
+        raise SystemExit(f"{method} {path}: {response.status_code} {response.text}")
+    return response.json()
+
+
+def ltv_tree(threshold: float) -> dict:
+    return {"type": "and", "children": [
+        {"type": "condition", "condition_type": "property", "column": "lifetime_value",
+         "operator": "greater_than", "value": threshold}]}  # fmt: skip
+
+
+def run_events(system: DemoSystem, run_id: str) -> dict[str, float]:
+    """Seconds (epoch) of the run's lifecycle events, by name."""
+    data = system.dagster.query(_RUN_EVENTS, {"runId": run_id})["logsForRun"]
+    found: dict[str, float] = {}
+    for event in data.get("events", []):
+        if "timestamp" not in event:
+            continue
+        name = event["__typename"]
+        if name == "ExecutionStepStartEvent":
+            name = f"step:{event['stepKey']}"
+        elif name == "EngineEvent" and (event.get("message") or "").startswith(
+            "Started process for run"
+        ):
+            name = "worker process started"
+        found.setdefault(name, int(event["timestamp"]) / 1000)
+    return found
+
+
+def file_sync(system: DemoSystem, name: str, *, path: str) -> tuple[dict, dict, dict]:
+    """A mirror sync of the customers above 900 of lifetime value to CSV files under
+    `path`, created through the API: (destination, audience, sync) as the API returned them."""
+    destination = send(system, "POST", "/destinations", {
+        "name": f"{name} files", "destination_type": "file",
+        "config": {"path": path, "format": "csv"}})  # fmt: skip
+    audience = send(system, "POST", "/audiences", {
+        "name": name, "parent_model_id": system.init["model_ids"]["customers"],
+        "filter_tree": ltv_tree(900)})  # fmt: skip
+    sync = send(system, "POST", "/audience-syncs", {
+        "name": f"{name} sync", "audience_id": audience["id"],
+        "destination_id": destination["id"], "sync_mode": "mirror",
+        "config": {"max_remove_share": 1},
+        "field_mapping": [{"source_column": "email", "destination_field": "email"}]})  # fmt: skip
+    return destination, audience, sync

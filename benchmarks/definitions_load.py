@@ -35,8 +35,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _serve import DemoSystem, demo_init, serving
-from trigger_latency import _events, _send, _tree
+from _serve import DemoSystem, demo_init, file_sync, run_events, serving
 
 from composable_dagster.api.dagster_client import DagsterClient
 from composable_dagster.catalog.db import catalog_session
@@ -96,22 +95,6 @@ def _graph_queries(system: DemoSystem) -> tuple[float, float, int]:
     return all_nodes, time.perf_counter() - started, len(nodes)
 
 
-def _bench_sync(system: DemoSystem) -> str:
-    """A sync to files, created through the API, whose triggers time a run worker."""
-    destination = _send(system, "POST", "/destinations", {
-        "name": "load bench files", "destination_type": "file",
-        "config": {"path": "load_bench", "format": "csv"}})  # fmt: skip
-    audience = _send(system, "POST", "/audiences", {
-        "name": "load bench", "parent_model_id": system.init["model_ids"]["customers"],
-        "filter_tree": _tree(900)})  # fmt: skip
-    sync = _send(system, "POST", "/audience-syncs", {
-        "name": "load bench sync", "audience_id": audience["id"],
-        "destination_id": destination["id"], "sync_mode": "mirror",
-        "config": {"max_remove_share": 1},
-        "field_mapping": [{"source_column": "email", "destination_field": "email"}]})  # fmt: skip
-    return sync["id"]
-
-
 def _run_worker_definitions(system: DemoSystem, sync_id: str) -> float:
     """Seconds from the run worker's process start to the run's start, for one trigger.
     A trigger the API could not launch (Dagster too busy to answer within the API's 30 s)
@@ -129,7 +112,7 @@ def _run_worker_definitions(system: DemoSystem, sync_id: str) -> float:
     run = system.dagster.wait_for_run(run_id, timeout=600, poll=0.5)
     if run.status != "SUCCESS":
         raise SystemExit(f"run {run_id} ended {run.status}")
-    events = _events(system, run_id)
+    events = run_events(system, run_id)
     return events["RunStartEvent"] - events["worker process started"]
 
 
@@ -230,7 +213,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with serving(cwd, env, init) as system:
         client = system.dagster
-        sync_id = _bench_sync(system)
+        sync_id = file_sync(system, "load bench", path="load_bench")[2]["id"]
         client.reload_location()  # warm-up, not counted
         _run_worker_definitions(system, sync_id)  # warm-up, not counted
         baseline_reload = _reload_seconds(client)

@@ -29,16 +29,7 @@ import sys
 import time
 
 import httpx
-from _serve import DemoSystem, demo_init, serving
-
-_EVENTS = """
-query Events($runId: ID!) {
-  logsForRun(runId: $runId) {
-    __typename
-    ... on EventConnection { events { __typename
-      ... on MessageEvent { timestamp stepKey message } } }
-  }
-}"""
+from _serve import DemoSystem, demo_init, file_sync, ltv_tree, run_events, send, serving
 
 LOAD_SNIPPET = (
     "import time; t = time.perf_counter();"
@@ -58,39 +49,6 @@ print(time.perf_counter() - t)
 """
 
 
-def _send(system: DemoSystem, method: str, path: str, body: dict) -> dict:
-    response = httpx.request(
-        method, system.api + path, json=body, headers=system.headers, timeout=120
-    )
-    if response.status_code not in (200, 201):
-        raise SystemExit(f"{method} {path}: {response.status_code} {response.text}")
-    return response.json()
-
-
-def _tree(threshold: float) -> dict:
-    return {"type": "and", "children": [
-        {"type": "condition", "condition_type": "property", "column": "lifetime_value",
-         "operator": "greater_than", "value": threshold}]}  # fmt: skip
-
-
-def _events(system: DemoSystem, run_id: str) -> dict[str, float]:
-    """Seconds (epoch) of the run's lifecycle events, by name."""
-    data = system.dagster.query(_EVENTS, {"runId": run_id})["logsForRun"]
-    found: dict[str, float] = {}
-    for event in data.get("events", []):
-        if "timestamp" not in event:
-            continue
-        name = event["__typename"]
-        if name == "ExecutionStepStartEvent":
-            name = f"step:{event['stepKey']}"
-        elif name == "EngineEvent" and (event.get("message") or "").startswith(
-            "Started process for run"
-        ):
-            name = "worker process started"
-        found.setdefault(name, int(event["timestamp"]) / 1000)
-    return found
-
-
 def _one_trigger(system: DemoSystem, sync_id: str, sync_step: str) -> dict[str, float]:
     sent = time.time()
     response = httpx.post(
@@ -103,7 +61,7 @@ def _one_trigger(system: DemoSystem, sync_id: str, sync_step: str) -> dict[str, 
     run = system.dagster.wait_for_run(run_id, timeout=300, poll=0.2)
     if run.status != "SUCCESS":
         raise SystemExit(f"run {run_id} ended {run.status}")
-    events = _events(system, run_id)
+    events = run_events(system, run_id)
     missing = {"RunStartingEvent", "worker process started", "RunStartEvent", f"step:{sync_step}"}
     if missing - set(events):
         raise SystemExit(f"run {run_id} lacks {sorted(missing - set(events))}: {sorted(events)}")
@@ -124,14 +82,14 @@ def _edits(system: DemoSystem, audience_id: str, sync_id: str, destination_id: s
     for i in range(20):
         kind = i % 3
         if kind == 0:
-            _send(system, "PUT", f"/audiences/{audience_id}", {"filter_tree": _tree(900 + i + n)})
+            send(system, "PUT", f"/audiences/{audience_id}", {"filter_tree": ltv_tree(900 + i + n)})
         elif kind == 1:
             mapping = [{"source_column": "email", "destination_field": "email"},
                        {"source_column": "country", "destination_field": f"c{i}"}]  # fmt: skip
-            _send(system, "PUT", f"/audience-syncs/{sync_id}", {"field_mapping": mapping})
+            send(system, "PUT", f"/audience-syncs/{sync_id}", {"field_mapping": mapping})
         else:
             config = {"path": f"bench_{(n + i) % 2}", "format": "csv"}
-            _send(system, "PUT", f"/destinations/{destination_id}", {"config": config})
+            send(system, "PUT", f"/destinations/{destination_id}", {"config": config})
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -160,18 +118,7 @@ def main() -> None:
     ]  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {"idle": [], "after 20 edits": []}
     with serving(cwd, env, init) as system:
-        destination = _send(system, "POST", "/destinations", {
-            "name": "bench files", "destination_type": "file",
-            "config": {"path": "bench_0", "format": "csv"}})  # fmt: skip
-        audience = _send(system, "POST", "/audiences", {
-            "name": "bench", "parent_model_id": init["model_ids"]["customers"],
-            "filter_tree": _tree(900)})  # fmt: skip
-        sync = _send(system, "POST", "/audience-syncs", {
-            "name": "bench sync", "audience_id": audience["id"],
-            "destination_id": destination["id"], "sync_mode": "mirror",
-            "config": {"max_remove_share": 1},
-            "field_mapping": [{"source_column": "email",
-                               "destination_field": "email"}]})  # fmt: skip
+        destination, audience, sync = file_sync(system, "bench", path="bench_0")
         sync_step = "demo__syncs"  # the workspace's syncs multi-asset
         _one_trigger(system, sync["id"], sync_step)  # warm-up, not counted
         for n in range(args.runs):

@@ -48,3 +48,9 @@ def sync_run_tags(*, workspace_id: str, sync_id: str, trigger: str) -> dict[str,
 def run_worker_tag(host: str, pid: int) -> str:
     """The TAG_RUN_WORKER value of a run worker (defs/run_worker.py writes it)."""
     return f"{host}:{pid}"
+
+
+def parse_run_worker_tag(value: str) -> tuple[str, int] | None:
+    """(host, pid) of a TAG_RUN_WORKER value; None if it is not one."""
+    host, _, pid = value.rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None

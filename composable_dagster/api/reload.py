@@ -62,8 +62,6 @@ class ReloadTracker:
         self._first_ready = 0.0  # when the oldest of `_ready` was committed
         self._last_ready = 0.0  # when the newest was
         self._hurry = False  # a trigger waits: reload without settling
-        self._reloading = False  # a reload is under way
-        self._committed_meanwhile = False  # a change was committed during it
         self._client: DagsterClient | None = None
         self._idle = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -83,7 +81,6 @@ class ReloadTracker:
                     self._first_ready = now
                 self._ready[change] = schedule
                 self._last_ready = now
-                self._committed_meanwhile |= self._reloading
                 self._client = client
                 if self._worker is None:
                     self._worker = threading.Thread(
@@ -137,21 +134,15 @@ class ReloadTracker:
             # its schedule back to what the status says, whatever the UI toggled.
             reset_schedules(client, schedules)
             return
+        if not reload_dagster(client, schedules=schedules):
+            return
+        self.reloads += 1
         with self._idle:
-            self._reloading, self._committed_meanwhile = True, False
-        try:
-            reloaded = reload_dagster(client, schedules=schedules)
-        finally:
-            with self._idle:
-                self._reloading = False
-                # A change committed during the reload may or may not be in what the code
-                # server read, so what Dagster has is unknown: the next batch reloads even
-                # if the graph looks as before (a pause and a resume within one reload would
-                # otherwise leave Dagster with the pause).
-                unknown = self._committed_meanwhile
-        if reloaded:
-            self.reloads += 1
-            self.loaded_digest = None if unknown else digest
+            # A change committed since this batch was taken (it waits in `_ready`) may or may
+            # not be in what the code server read, so what Dagster has is unknown: the next
+            # batch reloads even if the graph looks as before (a pause and a resume within
+            # one reload would otherwise leave Dagster with the pause).
+            self.loaded_digest = None if self._ready else digest
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every requested reload finished (or was abandoned); False on timeout.

@@ -40,7 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     key = (settings.model_dump_json(), graph.digest())
     if _last_build and _last_build[0] == key:
         return _last_build[1]
-    definitions = _build(settings, graph, only=only)
+    definitions = _build(settings, graph, only=None)
     _last_build[:] = [key, definitions]
     return definitions
 

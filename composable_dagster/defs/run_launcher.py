@@ -32,7 +32,7 @@ import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-from composable_dagster.names import TAG_RUN_WORKER
+from composable_dagster.names import TAG_RUN_WORKER, parse_run_worker_tag
 
 WORKER_MODULE = "composable_dagster.defs.run_worker"
 _FORK_SERVER_MARK = "multiprocessing.forkserver"  # in every fork server child's command line
@@ -40,11 +40,10 @@ _FORK_SERVER_MARK = "multiprocessing.forkserver"  # in every fork server child's
 
 class ForkedRunLauncher(RunLauncher, ConfigurableClass):
     """Launch each run in a process forked from a fork server that has imported Dagster and
-    the code location (`preload`)."""
+    the code location (WORKER_MODULE)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: bool = True):
+    def __init__(self, inst_data: ConfigurableClassData | None = None):
         self._inst_data = inst_data
-        self._preload = preload
         self._context: ForkServerContext | None = None
         self._context_lock = threading.Lock()
         super().__init__()
@@ -59,20 +58,20 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
-        return {"preload": dg.Field(bool, is_required=False, default_value=True)}
+        return {}
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> "ForkedRunLauncher":
-        return cls(inst_data=inst_data, preload=config_value.get("preload", True))
+        return cls(inst_data=inst_data)
 
     def _fork_server(self) -> ForkServerContext:
         with self._context_lock:
             if self._context is None:
                 context = multiprocessing.get_context("forkserver")
                 # One fork server per process; its start pays for the imports, once.
-                context.set_forkserver_preload([WORKER_MODULE] if self._preload else [])
+                context.set_forkserver_preload([WORKER_MODULE])
                 self._context = context
             return self._context
 
@@ -98,10 +97,10 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
 
     def _local_worker_pid(self, run: dg.DagsterRun) -> int | None:
         """The pid of the run's worker if it runs on this host and is ours, else None."""
-        host, _, pid = run.tags.get(TAG_RUN_WORKER, "").rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
+        worker = parse_run_worker_tag(run.tags.get(TAG_RUN_WORKER, ""))
+        if worker is None or worker[0] != socket.gethostname():
             return None
-        return int(pid)
+        return worker[1]
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from composable_dagster.names import TAG_RUN_WORKER
+from composable_dagster.names import TAG_RUN_WORKER, parse_run_worker_tag
 
 from ..conftest import DemoEnv, RunningSystem
 from ..webhook_receiver import Receiver
@@ -76,9 +76,9 @@ def _running_worker(system: RunningSystem, run_id: str, receiver: Receiver) -> i
     while not receiver.requests:
         assert time.monotonic() < deadline, "the run never reached the webhook"
         time.sleep(0.2)
-    host, _, pid = system.dagster.run(run_id).tags[TAG_RUN_WORKER].rpartition(":")
-    assert host == socket.gethostname()
-    return int(pid)
+    worker = parse_run_worker_tag(system.dagster.run(run_id).tags[TAG_RUN_WORKER])
+    assert worker is not None and worker[0] == socket.gethostname()
+    return worker[1]
 
 
 def test_an_api_trigger_skips_the_queue_and_runs_in_a_forked_worker(
@@ -94,9 +94,10 @@ def test_an_api_trigger_skips_the_queue_and_runs_in_a_forked_worker(
     events = _event_messages(system, run["id"])
     kinds = [kind for kind, _ in events]
     assert "RunEnqueuedEvent" not in kinds  # launched at once, not through the daemon
-    pid = system.dagster.run(run["id"]).tags[TAG_RUN_WORKER].rpartition(":")[2]
-    assert ("EngineEvent", f"Started process for run (pid: {pid}).") in events
-    assert int(pid) != os.getpid()
+    worker = parse_run_worker_tag(system.dagster.run(run["id"]).tags[TAG_RUN_WORKER])
+    assert worker is not None
+    assert ("EngineEvent", f"Started process for run (pid: {worker[1]}).") in events
+    assert worker[1] != os.getpid()
 
     # A launch that is not the API's (the Dagster UI's "Materialize") still queues.
     ui_run = system.dagster.launch_assets(paths, tags={"composable/sync_id": sync_id})
