@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--rebuild", action="store_true", help="rebuild the demo warehouse")
     init.set_defaults(run=_init)
 
-    serve = commands.add_parser("serve", help="run dagster dev and the API together")
+    serve = commands.add_parser(
+        "serve", help="run the catalog's code server, dagster dev and the API together"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--dagster-port", type=int, default=3000)
     serve.add_argument("--api-port", type=int, default=8000)
@@ -275,26 +278,46 @@ def dagster_instance_yaml(settings: Settings) -> str:
     return template + POSTGRES_STORAGE if settings.dagster_pg_url else template
 
 
+def serve_workspace_yaml(settings: Settings, *, host: str, code_server_port: int) -> str:
+    """workspace.yaml with the catalog's location served by our code server
+    (defs/code_server.py: reloads in process) instead of a module Dagster starts."""
+    import yaml
+
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    for i, entry in enumerate(workspace["load_from"]):
+        module = entry.get("python_module", {})
+        if module.get("location_name") == settings.dagster_location:
+            workspace["load_from"][i] = {
+                "grpc_server": {
+                    "host": host,
+                    "port": code_server_port,
+                    "location_name": settings.dagster_location,
+                }
+            }
+    return yaml.safe_dump(workspace, sort_keys=False)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     env = child_environment(settings, host=args.host, dagster_port=args.dagster_port)
+    code_server_port = _free_port(args.host)
+    workspace_file = dagster_instance_dir(settings) / "serve-workspace.yaml"
+    workspace_file.write_text(
+        serve_workspace_yaml(settings, host=args.host, code_server_port=code_server_port)
+    )
+    code_server_cmd = [
+        sys.executable, "-m", "composable_dagster.defs.code_server",
+        "--host", args.host, "--port", str(code_server_port),
+        "--location-name", settings.dagster_location,
+    ]  # fmt: skip
     dagster_cmd = [
         sys.executable, "-m", "dagster", "dev",
-        "-w", str(REPO_ROOT / "workspace.yaml"),
+        "-w", str(workspace_file),
         "-h", args.host, "-p", str(args.dagster_port),
     ]  # fmt: skip
     api_cmd = [
         sys.executable, "-m", "composable_dagster.cli", "api",
         "--host", args.host, "--port", str(args.api_port),
     ]  # fmt: skip
-    children = [_start_group(dagster_cmd, env), _start_group(api_cmd, env)]
-    threading.Thread(
-        target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True
-    ).start()
-    print(
-        f"Dagster UI: http://{args.host}:{args.dagster_port}  "
-        f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops both)",
-        flush=True,
-    )
     stop = {"requested": False}
 
     def _request_stop(_signum: int, _frame: object) -> None:
@@ -302,10 +325,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
+    children = [_start_group(code_server_cmd, env), _start_group(api_cmd, env)]
+    # The webserver and daemon load the catalog's location as they start: start them once
+    # the code server listens (it listens once its definitions are loaded).
+    while not stop["requested"] and all(c.poll() is None for c in children):
+        if _listening(args.host, code_server_port):
+            children.append(_start_group(dagster_cmd, env))
+            break
+        time.sleep(0.2)
+    threading.Thread(
+        target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True
+    ).start()
+    print(
+        f"Dagster UI: http://{args.host}:{args.dagster_port}  "
+        f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops all)",
+        flush=True,
+    )
     while not stop["requested"] and all(c.poll() is None for c in children):
         time.sleep(0.5)
     _stop_groups(children)
     return 0 if stop["requested"] else 1
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _listening(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
 
 
 _RUN_LAUNCHER_QUERY = "{ instance { runLauncher { name } } }"

@@ -16,6 +16,7 @@ from dagster_dbt import get_asset_key_for_model
 
 from composable_dagster.dbt_project import ensure_manifest, model_asset_keys
 from composable_dagster.defs.dbt import dbt_definitions
+from composable_dagster.defs.load import build_definitions
 from composable_dagster.settings import Settings
 
 from .conftest import DEMO_CUSTOMERS, DemoEnv
@@ -83,3 +84,19 @@ def test_a_sync_runs_code_location_never_imports_dagster_dbt(demo_env: DemoEnv) 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+def test_the_catalog_definitions_are_rebuilt_when_the_dbt_manifest_changes(
+    demo_settings: Settings,
+) -> None:
+    """The code server reloads in one process and reuses a build while its inputs are
+    unchanged (defs/load.py): a new manifest (dbt models added or removed) is one of them."""
+    first = build_definitions(demo_settings)
+    assert build_definitions(demo_settings) is first  # nothing changed: the same build
+    manifest = ensure_manifest(demo_settings.home_dir, demo_settings.resolved_warehouse_url)
+    text = manifest.read_text()
+    try:
+        manifest.write_text(text + "\n")  # what a `dbt parse` rewriting it looks like
+        assert build_definitions(demo_settings) is not first
+    finally:
+        manifest.write_text(text)

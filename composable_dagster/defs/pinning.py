@@ -11,6 +11,7 @@ Dagster 1.13: keep its use to this module.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 from dagster._core.definitions.definitions_load_context import (
     DefinitionsLoadContext,
@@ -22,14 +23,27 @@ from composable_dagster.catalog.graph import CatalogGraph
 PIN_KEY = "composable/catalog_graph"
 
 
-def pinned_graph(read_graph: Callable[[], CatalogGraph]) -> CatalogGraph:
-    """The graph this load must use: the pinned one when reconstructing a run's
-    definitions, otherwise a fresh read that is pinned for the runs launched from it."""
+def pinned_graph(read_graph: Callable[[], CatalogGraph]) -> tuple[CatalogGraph, str]:
+    """The graph this load must use, and its JSON: the pinned one when reconstructing a
+    run's definitions, otherwise a fresh read that is pinned for the runs launched from it."""
     context = DefinitionsLoadContext.get()
     if context.load_type == DefinitionsLoadType.RECONSTRUCTION:
         pinned = context.reconstruction_metadata.get(PIN_KEY)
         if pinned is not None:
-            return CatalogGraph.from_json(pinned)
+            return CatalogGraph.from_json(pinned), pinned
+    # Dagster calls the definitions function twice in one load (to find it, then to build
+    # the repository) under one load context: both calls use the graph the first one read.
+    if (
+        _pinned
+        and _pinned[0] is context
+        and PIN_KEY in context.get_pending_reconstruction_metadata()
+    ):
+        return _pinned[1], _pinned[2]
     graph = read_graph()
-    context.add_to_pending_reconstruction_metadata(PIN_KEY, graph.to_json())
-    return graph
+    graph_json = graph.to_json()
+    context.add_to_pending_reconstruction_metadata(PIN_KEY, graph_json)
+    _pinned[:] = [context, graph, graph_json]
+    return graph, graph_json
+
+
+_pinned: list[Any] = []  # [load context, graph, its JSON] of the latest fresh read
