@@ -9,10 +9,12 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -278,7 +280,7 @@ def dagster_instance_yaml(settings: Settings) -> str:
     return template + POSTGRES_STORAGE if settings.dagster_pg_url else template
 
 
-def serve_workspace_yaml(settings: Settings, *, host: str, code_server_port: int) -> str:
+def serve_workspace_yaml(settings: Settings, *, code_server_socket: Path) -> str:
     """workspace.yaml with the catalog's location served by our code server
     (defs/code_server.py: reloads in process) instead of a module Dagster starts."""
     import yaml
@@ -289,8 +291,7 @@ def serve_workspace_yaml(settings: Settings, *, host: str, code_server_port: int
         if module.get("location_name") == settings.dagster_location:
             workspace["load_from"][i] = {
                 "grpc_server": {
-                    "host": host,
-                    "port": code_server_port,
+                    "socket": str(code_server_socket),
                     "location_name": settings.dagster_location,
                 }
             }
@@ -299,15 +300,16 @@ def serve_workspace_yaml(settings: Settings, *, host: str, code_server_port: int
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     env = child_environment(settings, host=args.host, dagster_port=args.dagster_port)
-    code_server_port = _free_port(args.host)
+    # A short private directory (a unix socket's path is limited to 107 bytes), as
+    # `dagster dev` makes for its own code servers.
+    socket_dir = Path(tempfile.mkdtemp(prefix="composable-"))
+    code_server_socket = socket_dir / "code-server.sock"
     workspace_file = dagster_instance_dir(settings) / "serve-workspace.yaml"
-    workspace_file.write_text(
-        serve_workspace_yaml(settings, host=args.host, code_server_port=code_server_port)
-    )
+    workspace_file.write_text(serve_workspace_yaml(settings, code_server_socket=code_server_socket))
     code_server_cmd = [
         sys.executable, "-m", "composable_dagster.defs.code_server",
-        "--host", args.host, "--port", str(code_server_port),
-        "--location-name", settings.dagster_location,
+        "--socket", str(code_server_socket), "--location-name", settings.dagster_location,
+        "--parent-pid", str(os.getpid()),
     ]  # fmt: skip
     dagster_cmd = [
         sys.executable, "-m", "dagster", "dev",
@@ -326,35 +328,37 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     children = [_start_group(code_server_cmd, env), _start_group(api_cmd, env)]
-    # The webserver and daemon load the catalog's location as they start: start them once
-    # the code server listens (it listens once its definitions are loaded).
-    while not stop["requested"] and all(c.poll() is None for c in children):
-        if _listening(args.host, code_server_port):
-            children.append(_start_group(dagster_cmd, env))
-            break
-        time.sleep(0.2)
-    threading.Thread(
-        target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True
-    ).start()
-    print(
-        f"Dagster UI: http://{args.host}:{args.dagster_port}  "
-        f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops all)",
-        flush=True,
-    )
-    while not stop["requested"] and all(c.poll() is None for c in children):
-        time.sleep(0.5)
-    _stop_groups(children)
+    try:
+        # The webserver and daemon load the catalog's location as they start: start them
+        # once the code server listens (it listens once its definitions are loaded).
+        while not stop["requested"] and all(c.poll() is None for c in children):
+            if _listening(code_server_socket):
+                children.append(_start_group(dagster_cmd, env))
+                threading.Thread(
+                    target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True
+                ).start()
+                print(
+                    f"Dagster UI: http://{args.host}:{args.dagster_port}  "
+                    f"API: http://{args.host}:{args.api_port}/docs  (Ctrl-C stops all)",
+                    flush=True,
+                )
+                break
+            time.sleep(0.2)
+        while not stop["requested"] and all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        _stop_groups(children)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
     return 0 if stop["requested"] else 1
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _listening(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+def _listening(socket_path: Path) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
+    ):
+        sock.settimeout(1)
+        sock.connect(str(socket_path))
         return True
     return False
 

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -40,7 +41,7 @@ from dagster._core.utils import FuturesAwareThreadPoolExecutor
 from dagster._grpc.__generated__ import dagster_api_pb2
 from dagster._grpc.server import DagsterApiServer, DagsterGrpcServer, LoadedRepositories
 from dagster._serdes import deserialize_value, serialize_value
-from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
 from dagster._utils.log import configure_loggers
 from dagster_shared.record import copy
 
@@ -50,19 +51,27 @@ LOCATION_MODULE = "composable_dagster.definitions"
 _PARENT_POLL_SECONDS = 1.0
 
 
+@dataclass(eq=False)
+class _Generation:
+    """One load of the definitions and the snapshots computed from it, swapped in whole:
+    a reader that took a generation computes from it and caches into it, never into
+    another (the snapshots of one server id always come from one load)."""
+
+    loaded: LoadedRepositories | None
+    snapshots: dict[tuple[str, ...], str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class CatalogCodeServer(DagsterApiServer):
     """`DagsterApiServer` whose `ReloadCode` reloads in process and whose repository
-    snapshots are computed once per generation of definitions."""
+    and job snapshots are computed once per generation of definitions."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._location_name = kwargs.get("location_name")
-        # Serialized snapshots of the definitions now loaded (`_cached`); replaced, never
-        # cleared, at each reload.
-        self._snapshots: dict[tuple[str, ...], str] = {}
-        self._snapshot_lock = threading.Lock()
         super().__init__(**kwargs)
-        self._snapshot_all()
-        self._snapshot_jobs_soon()
+        self._generation = _Generation(self._loaded_repositories)
+        self._snapshot_repositories(self._generation)
+        self._snapshot_jobs_soon(self._generation)
 
     def ReloadCode(
         self, _request: dagster_api_pb2.ReloadCodeRequest, _context: grpc.ServicerContext
@@ -81,18 +90,23 @@ class CatalogCodeServer(DagsterApiServer):
                     # loads.
                     loaded, error = None, serializable_error_info_from_exc_info(sys.exc_info())
                     self._logger.exception("Reloading the definitions failed")
-                # Order matters to readers on other threads: definitions, then their
-                # (empty) snapshot cache, then the id clients watch. A reader holding the
-                # previous cache only ever fills that one, which nobody reads again.
-                self._loaded_repositories = loaded
-                self._serializable_load_error = error
-                self._snapshots = {}
                 built = time.perf_counter()
-                self._snapshot_all()
+                if self._same_definitions(loaded):
+                    # The build was reused (defs/load.py: nothing it reads changed): keep
+                    # the generation, its snapshots and its id, so no client refetches.
+                    self._logger.info("Reload found the definitions unchanged")
+                    return dagster_api_pb2.ReloadCodeReply()
+                generation = _Generation(loaded)
+                self._snapshot_repositories(generation)
+                # What Dagster's own RPCs read, then ours, then the id clients watch: a
+                # client that sees the new id finds everything of the new load.
+                self._serializable_load_error = error
+                self._loaded_repositories = loaded
+                self._generation = generation
                 self._server_id = str(uuid.uuid4())
             finally:
                 gc.enable()
-            self._snapshot_jobs_soon(then_collect=True)
+            self._snapshot_jobs_soon(generation, then_collect=True)
             self._logger.info(
                 "Reloaded definitions in %.2f s (build %.2f s, snapshot %.2f s)",
                 time.perf_counter() - started,
@@ -100,6 +114,26 @@ class CatalogCodeServer(DagsterApiServer):
                 time.perf_counter() - built,
             )
         return dagster_api_pb2.ReloadCodeReply()
+
+    def ReloadCodeWithState(
+        self, _request: dagster_api_pb2.ReloadCodeWithStateRequest, _context: grpc.ServicerContext
+    ) -> dagster_api_pb2.ReloadCodeWithStateReply:
+        # Dagster's version edits the loaded repositories in place for state-backed
+        # components, which this location has none of, behind our snapshots' back.
+        return dagster_api_pb2.ReloadCodeWithStateReply(
+            serialized_error=serialize_value(
+                SerializableErrorInfo(
+                    "The catalog's code server reloads with ReloadCode only.", [], None
+                )
+            )
+        )
+
+    def _same_definitions(self, loaded: LoadedRepositories | None) -> bool:
+        current = self._generation.loaded
+        if loaded is None or current is None:
+            return False
+        new, old = loaded.definitions_by_name, current.definitions_by_name
+        return new.keys() == old.keys() and all(new[name] is old[name] for name in new)
 
     def _load(self) -> LoadedRepositories:
         # The module stays imported; loading it again calls its definitions function,
@@ -112,28 +146,29 @@ class CatalogCodeServer(DagsterApiServer):
             code_location_name=self._location_name,
         )
 
-    def _snapshot_all(self) -> None:
-        """Snapshot every repository now, as the webserver and daemon will ask (deferred job
-        snapshots), so a reload's reply means its snapshot is ready."""
-        if self._loaded_repositories is None:
-            return
-        for name in self._loaded_repositories.definitions_by_name:
+    def _snapshot_repositories(self, generation: _Generation) -> None:
+        """Snapshot every repository of `generation` now, as the webserver and the daemon
+        will ask (deferred job snapshots), so a reload's reply means its snapshot is ready."""
+        for name in generation.loaded.definitions_by_name if generation.loaded else ():
             try:
-                self._repository_snapshot(name, defer_snapshots=True)
+                self._repository_snapshot(generation, name, defer_snapshots=True)
             except Exception:  # a request for it answers with the error (Dagster's path)
                 self._logger.exception("Snapshot of repository %s failed", name)
 
-    def _snapshot_jobs_soon(self, *, then_collect: bool = False) -> None:
+    def _snapshot_jobs_soon(self, generation: _Generation, *, then_collect: bool = False) -> None:
         """Snapshot the jobs on another thread: clients ask for them once they have read the
         repository's snapshot (0.9 s later at 1,000 audiences), time this process is idle.
         Then collect the previous generation's garbage, if asked."""
-        loaded = self._loaded_repositories
 
         def snapshot_jobs() -> None:
-            for name, repo in loaded.definitions_by_name.items() if loaded else ():
+            for name, repo in (
+                generation.loaded.definitions_by_name.items() if generation.loaded else ()
+            ):
                 for job in repo.get_all_jobs():
+                    if self._generation is not generation:
+                        return  # a newer load replaced this one
                     try:
-                        self._job_snapshot(name, job.name)
+                        self._job_snapshot(generation, name, job.name)
                     except Exception:  # the request that needs it reports the error
                         self._logger.debug("Snapshot of job %s failed", job.name, exc_info=True)
             if then_collect:
@@ -141,28 +176,44 @@ class CatalogCodeServer(DagsterApiServer):
 
         threading.Thread(target=snapshot_jobs, name="job-snapshots", daemon=True).start()
 
-    def _cached(self, key: tuple[str, ...], compute: Callable[[RepositoryDefinition], str]) -> str:
+    @staticmethod
+    def _cached(
+        generation: _Generation,
+        key: tuple[str, ...],
+        compute: Callable[[RepositoryDefinition], str],
+    ) -> str:
         """`compute(repository)` (key[0] names the repository) serialized once per generation
         of definitions: the webserver and the daemon each ask for the same snapshots after
         every reload (1.7 s of CPU each at 1,000 audiences when computed per request)."""
-        snapshots = self._snapshots
-        if key in snapshots:
-            return snapshots[key]
-        with self._snapshot_lock:
-            if key not in snapshots:
-                loaded = self._loaded_repositories
+        if key in generation.snapshots:
+            return generation.snapshots[key]
+        with generation.lock:
+            if key not in generation.snapshots:
+                loaded = generation.loaded
                 if loaded is None or key[0] not in loaded.definitions_by_name:
                     raise KeyError(key[0])
-                snapshots[key] = compute(loaded.definitions_by_name[key[0]])
-            return snapshots[key]
+                generation.snapshots[key] = compute(loaded.definitions_by_name[key[0]])
+            return generation.snapshots[key]
 
-    def _repository_snapshot(self, repository_name: str, *, defer_snapshots: bool) -> str:
+    def _repository_snapshot(
+        self, generation: _Generation, repository_name: str, *, defer_snapshots: bool
+    ) -> str:
         return self._cached(
+            generation,
             (repository_name, "repository", str(defer_snapshots)),
             lambda repo: serialize_value(
                 _with_schedule_targets(
                     RepositorySnap.from_def(repo, defer_snapshots=defer_snapshots)
                 )
+            ),
+        )
+
+    def _job_snapshot(self, generation: _Generation, repository_name: str, job_name: str) -> str:
+        return self._cached(
+            generation,
+            (repository_name, "job", job_name),
+            lambda repo: serialize_value(
+                JobDataSnap.from_job_def(repo.get_job(job_name), include_parent_snapshot=True)
             ),
         )
 
@@ -174,26 +225,20 @@ class CatalogCodeServer(DagsterApiServer):
                 request.serialized_repository_python_origin, RemoteRepositoryOrigin
             )
             return self._repository_snapshot(
-                origin.repository_name, defer_snapshots=request.defer_snapshots
+                self._generation, origin.repository_name, defer_snapshots=request.defer_snapshots
             )
         except Exception:
             # Dagster's own path, which answers with the error snapshot clients expect.
             return super()._get_serialized_external_repository_data(request)
-
-    def _job_snapshot(self, repository_name: str, job_name: str) -> str:
-        return self._cached(
-            (repository_name, "job", job_name),
-            lambda repo: serialize_value(
-                JobDataSnap.from_job_def(repo.get_job(job_name), include_parent_snapshot=True)
-            ),
-        )
 
     def ExternalJob(
         self, request: dagster_api_pb2.ExternalJobRequest, context: grpc.ServicerContext
     ) -> dagster_api_pb2.ExternalJobReply:
         try:
             origin = deserialize_value(request.serialized_repository_origin, RemoteRepositoryOrigin)
-            job_data = self._job_snapshot(origin.repository_name, request.job_name)
+            job_data = self._job_snapshot(
+                self._generation, origin.repository_name, request.job_name
+            )
         except Exception:
             return super().ExternalJob(request, context)
         return dagster_api_pb2.ExternalJobReply(serialized_job_data=job_data)
@@ -214,15 +259,14 @@ def _with_schedule_targets(snap: RepositorySnap) -> RepositorySnap:
 
 
 def _stop_with_parent(termination: threading.Event, parent: int) -> None:
-    """End the server when the process that started it (`composable serve`) is gone, even
-    if it died without stopping its children (kill -9)."""
+    """End the server when the process that started it (`composable serve`, pid `parent`)
+    is gone, even if it died without stopping its children (kill -9)."""
     while not termination.wait(_PARENT_POLL_SECONDS):
         if os.getppid() != parent:
             termination.set()
 
 
-def serve(*, host: str, port: int, location_name: str) -> None:
-    parent = os.getppid()  # before the seconds of loading, in which it could die
+def serve(*, socket: str, location_name: str, parent_pid: int) -> None:
     # What the imports made lives as long as the process: out of the cyclic GC's passes.
     # (An import that fails is reported by the load below, as Dagster's server does.)
     with contextlib.suppress(Exception):
@@ -246,26 +290,29 @@ def serve(*, host: str, port: int, location_name: str) -> None:
         # A location that fails to load still serves its error, as Dagster's does.
         lazy_load_user_code=True,
     )
+    # A unix socket, as Dagster's own code servers use under `dagster dev`: reachable from
+    # this host only, and no port to pick and lose before the seconds of loading end.
     server = DagsterGrpcServer(
         server_termination_event=termination,
         dagster_api_servicer=servicer,
         logger=logger,
         threadpool_executor=threadpool,
-        host=host,
-        port=port,
+        socket=socket,
     )
-    threading.Thread(target=_stop_with_parent, args=(termination, parent), daemon=True).start()
-    logger.info("Started the catalog's code server on %s:%s in process %s", host, port, os.getpid())
+    threading.Thread(target=_stop_with_parent, args=(termination, parent_pid), daemon=True).start()
+    logger.info("Started the catalog's code server on %s in process %s", socket, os.getpid())
     server.serve()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--socket", required=True, help="the unix socket to listen on")
     parser.add_argument("--location-name", required=True)
+    parser.add_argument(
+        "--parent-pid", type=int, required=True, help="end when this process is gone"
+    )
     args = parser.parse_args(argv)
-    serve(host=args.host, port=args.port, location_name=args.location_name)
+    serve(socket=args.socket, location_name=args.location_name, parent_pid=args.parent_pid)
 
 
 if __name__ == "__main__":

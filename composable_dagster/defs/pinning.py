@@ -11,7 +11,6 @@ Dagster 1.13: keep its use to this module.
 """
 
 from collections.abc import Callable
-from typing import Any
 
 from dagster._core.definitions.definitions_load_context import (
     DefinitionsLoadContext,
@@ -31,19 +30,7 @@ def pinned_graph(read_graph: Callable[[], CatalogGraph]) -> tuple[CatalogGraph, 
         pinned = context.reconstruction_metadata.get(PIN_KEY)
         if pinned is not None:
             return CatalogGraph.from_json(pinned), pinned
-    # Dagster calls the definitions function twice in one load (to find it, then to build
-    # the repository) under one load context: both calls use the graph the first one read.
-    if (
-        _pinned
-        and _pinned[0] is context
-        and PIN_KEY in context.get_pending_reconstruction_metadata()
-    ):
-        return _pinned[1], _pinned[2]
     graph = read_graph()
     graph_json = graph.to_json()
     context.add_to_pending_reconstruction_metadata(PIN_KEY, graph_json)
-    _pinned[:] = [context, graph, graph_json]
     return graph, graph_json
-
-
-_pinned: list[Any] = []  # [load context, graph, its JSON] of the latest fresh read

@@ -931,7 +931,8 @@ def validate_trait(trait: TraitDef, *, schema: CatalogSchema, path: str = "confi
     Raises:
         FilterError: The first problem, with a path under `path`.
     """
-    from composable_dagster.filters.traits import trait_values
+    from composable_dagster.filters.traits import check_config_keys, trait_values
 
+    check_config_keys(trait, path=path)
     compiler = Compiler(schema=schema, dialect="duckdb", now=datetime(2000, 1, 1))
     trait_values(compiler, trait, path=path, outer_path=None)

@@ -49,6 +49,34 @@ _FORMULA_NODES = (
 _COMPARISONS = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.EQ, exp.NEQ)
 
 
+# The keys each trait type's config holds (docs/api.md). Any other is refused when a trait is
+# written, so a misspelling (`filters` for `filter`) is a 400 naming it instead of a trait
+# that silently ignores it. Checked on write only: a stored trait keeps compiling.
+CONFIG_KEYS: Mapping[TraitType, frozenset[str]] = {
+    TraitType.AGGREGATION: frozenset({"relationship_id", "function", "column", "filter"}),
+    TraitType.OCCURRENCE: frozenset({"relationship_id", "position", "column", "order_by"}),
+    TraitType.SQL: frozenset({"sql"}),
+    TraitType.FORMULA: frozenset({"expression"}),
+}
+
+
+def check_config_keys(trait: TraitDef, *, path: str) -> None:
+    """Refuse a config key its trait type does not have.
+
+    Raises:
+        FilterError: At the first unknown key (in sorted order), naming the known ones.
+    """
+    trait_type = TraitType(trait.trait_type) if trait.trait_type in set(TraitType) else None
+    known = CONFIG_KEYS.get(trait_type) if trait_type else None
+    if known is None or not isinstance(trait.config, Mapping):
+        return  # the compiler's pass reports these
+    for key in sorted(set(trait.config) - known, key=str):
+        raise FilterError(
+            join_path(path, key),
+            f"unknown key for trait type {trait_type}; expected {', '.join(sorted(known))}",
+        )
+
+
 def trait_values(
     compiler: Compiler,
     trait: TraitDef,

@@ -131,6 +131,14 @@ def test_trait_crud_and_guards(client: TestClient, tenant: Tenant, ids: dict[str
         ({"trait_type": "sql", "result_type": "number",
           "config": {"sql": "DELETE FROM analytics.customers"}}, "config.sql: "),
         ({"trait_type": "vibes", "config": {}}, "trait_type: "),
+        # A misspelled key would otherwise be ignored: the filter left out of the count.
+        ({"trait_type": "aggregation", "config": {
+            "relationship_id": "{rel}", "function": "count",
+            "filters": {"type": "and", "children": []}}},
+         "config.filters: unknown key for trait type aggregation; expected column, filter, "
+         "function, relationship_id"),
+        ({"trait_type": "formula", "result_type": "number",
+          "config": {"expression": "1", "sql": "SELECT 1"}}, "config.sql: unknown key"),
     ],
 )  # fmt: skip
 def test_bad_trait(

@@ -6,10 +6,11 @@ server ends when the process that started it is killed."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from composable_dagster.dbt_project import dbt_state_dir, dbt_target_dir
 from composable_dagster.names import ASSET_JOB, REPOSITORY, schedule_name
 from composable_dagster.settings import Settings
 
-from ..conftest import DemoEnv, RunningSystem, free_port
+from ..conftest import DemoEnv, RunningSystem
 from ..defs.test_dagster_e2e import _add_audience_and_sync, _asset_paths
 
 pytestmark = pytest.mark.e2e
@@ -46,21 +47,30 @@ def _processes_in(demo_env: DemoEnv) -> Iterator[tuple[int, list[str]]]:
 
 
 def _code_server(demo_env: DemoEnv) -> tuple[int, DagsterGrpcClient]:
-    """The pid of the running system's code server and a gRPC client to it (its --port)."""
+    """The pid of the running system's code server and a gRPC client on its socket."""
     for pid, argv in _processes_in(demo_env):
-        if _MODULE in argv and "--location-name" in argv:
-            port = int(argv[argv.index("--port") + 1])
-            if _listens(port):
-                return pid, DagsterGrpcClient(host="127.0.0.1", port=port)
+        if _MODULE in argv and "--socket" in argv:
+            socket_path = argv[argv.index("--socket") + 1]
+            if _answers(client := DagsterGrpcClient(socket=socket_path)):
+                return pid, client
     pytest.fail("no code server process for this system")
 
 
-def _listens(port: int) -> bool:
+def _answers(client: DagsterGrpcClient) -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
+        return client.ping("here")["echo"] == "here"
+    except Exception:  # not listening (yet, or any more): it listens once loaded
         return False
-    return True
+
+
+def _started_at(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), None once it is gone or a
+    zombie: with its pid, what tells this process from a later one given the same pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
 
 
 def test_a_reload_rebuilds_in_the_same_process(
@@ -77,6 +87,11 @@ def test_a_reload_rebuilds_in_the_same_process(
     # In process: the same process, a new server id (which the daemon's watch follows).
     assert _code_server(demo_env)[0] == pid
     assert client.get_server_id() != server_id
+    # A reload that finds nothing changed keeps the generation: no client refetches.
+    reloaded_id = client.get_server_id()
+    running_system.dagster.reload_location()
+    assert client.get_server_id() == reloaded_id
+    assert ("demo", "syncs", sync_slug) in _asset_paths(running_system.dagster)
 
 
 def test_a_failed_reload_shows_the_error_and_the_next_reload_recovers(
@@ -99,7 +114,11 @@ def test_a_failed_reload_shows_the_error_and_the_next_reload_recovers(
         manifest.write_text(original)
     running_system.dagster.reload_location()
 
-    assert ("demo", "audiences", slug) in _asset_paths(running_system.dagster)
+    # The API's own reload of that create may end after ours: wait for the one that loads.
+    deadline = time.monotonic() + 60
+    while ("demo", "audiences", slug) not in _asset_paths(running_system.dagster):
+        assert time.monotonic() < deadline, "the location did not recover"
+        time.sleep(0.5)
     assert _code_server(demo_env)[0] == pid
 
 
@@ -107,49 +126,42 @@ def test_the_code_server_ends_when_the_process_that_started_it_is_killed(
     demo_env: DemoEnv,
 ) -> None:
     """`composable serve` killed with SIGKILL cannot stop its children: the code server
-    notices its parent is gone and ends, so it never holds its port and memory forever."""
-    port = free_port()
+    notices that the process it was given (--parent-pid) is gone and ends, so it never
+    holds its memory forever."""
+    socket_path = Path(tempfile.mkdtemp(prefix="composable-test-")) / "code-server.sock"
     parent = subprocess.Popen(
         [sys.executable, "-c",
-         "import subprocess, sys, time;"
-         f"subprocess.Popen([sys.executable, '-m', '{_MODULE}', '--port', '{port}',"
-         " '--location-name', 'composable'], start_new_session=True);"
+         "import os, subprocess, sys, time;"
+         f"subprocess.Popen([sys.executable, '-m', '{_MODULE}', '--socket', '{socket_path}',"
+         " '--location-name', 'composable', '--parent-pid', str(os.getpid())],"
+         " start_new_session=True);"
          "time.sleep(600)"],
         cwd=demo_env.cwd, env=demo_env.env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        pid, client = _wait_for_code_server(demo_env, port)
-        assert client.ping("still there")["echo"] == "still there"
+        client = DagsterGrpcClient(socket=str(socket_path))
+        deadline = time.monotonic() + 120
+        while not _answers(client):
+            assert time.monotonic() < deadline, "the code server never answered"
+            time.sleep(0.5)
+        [pid] = [p for p, argv in _processes_in(demo_env) if str(socket_path) in argv]
+        started = _started_at(pid)
+        assert started is not None
+
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                break  # exited; only its entry is left for init to reap
+        while _started_at(pid) == started and time.monotonic() < deadline:
             time.sleep(0.2)
-        else:
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGKILL)
-                pytest.fail("the code server outlived the process that started it")
+        if _started_at(pid) == started:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the code server outlived the process that started it")
+        assert not _answers(client)
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
-
-
-def _wait_for_code_server(demo_env: DemoEnv, port: int) -> tuple[int, DagsterGrpcClient]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for pid, argv in _processes_in(demo_env):
-            if _MODULE in argv and str(port) in argv:
-                client = DagsterGrpcClient(host="127.0.0.1", port=port)
-                try:
-                    client.ping("")
-                except Exception:  # not listening yet: it listens once loaded
-                    break
-                return pid, client
-        time.sleep(0.5)
-    pytest.fail(f"no code server answered on port {port}")
+        shutil.rmtree(socket_path.parent, ignore_errors=True)
 
 
 _SCHEDULE_TARGET = """
