@@ -252,12 +252,12 @@ def main() -> None:
 
         row("0 (baseline)", baseline_assets, baseline, baseline_reload)
         for count in args.counts:
-            _grow_catalog(settings, init, max(count, grown))
+            grown = max(count, grown)
+            _grow_catalog(settings, init, grown)
             load, assets = _load_seconds(cwd, env)
             reload, grown = _reload_seconds(
-                client, settings, init, count=max(count, grown),
-                repeats=REPEATS if count < 5000 else 1,
-            )  # fmt: skip
+                client, settings, init, count=grown, repeats=REPEATS if count < 5000 else 1
+            )
             row(f"{count:,}", assets, load, reload)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

@@ -6,6 +6,7 @@ without importing dagster-dbt.
 """
 
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,22 +32,23 @@ def read_catalog_graph(settings: Settings) -> CatalogGraph:
 def build_definitions(settings: Settings) -> dg.Definitions:
     settings.check_catalog_apart()
     graph, graph_json = pinned_graph(lambda: read_catalog_graph(settings))
+    manifest = ensure_manifest(settings.home_dir, settings.resolved_warehouse_url)
     only = _run_scope[0] if _run_scope else None
     if only is not None:
-        return _build(settings, graph, only=only)  # a run worker builds once
+        return _build(settings, graph, manifest, only=only)  # a run worker builds once
     # Dagster's code server calls the definitions function twice per load (to initialize,
     # then to reconstruct with the pinned graph), and ours reloads in process
     # (defs/code_server.py): same inputs, same factory output, so a build is reused while
     # the settings, the graph and the dbt manifest (which dbt models exist) are unchanged.
-    manifest = ensure_manifest(settings.home_dir, settings.resolved_warehouse_url).stat()
+    stamp = manifest.stat()
     key = (
         settings.model_dump_json(),
         CatalogGraph.digest_of(graph_json),
-        (manifest.st_mtime_ns, manifest.st_size),
+        (stamp.st_mtime_ns, stamp.st_size),
     )
     if _last_build and _last_build[0] == key:
         return _last_build[1]
-    definitions = _build(settings, graph, only=None)
+    definitions = _build(settings, graph, manifest, only=None)
     _last_build[:] = [key, definitions]
     return definitions
 
@@ -65,9 +67,12 @@ def scope_to_run(asset_keys: AbstractSet[dg.AssetKey]) -> None:
 
 
 def _build(
-    settings: Settings, graph: CatalogGraph, *, only: frozenset[dg.AssetKey] | None
+    settings: Settings,
+    graph: CatalogGraph,
+    manifest: Path,
+    *,
+    only: frozenset[dg.AssetKey] | None,
 ) -> dg.Definitions:
-    manifest = ensure_manifest(settings.home_dir, settings.resolved_warehouse_url)
     table_assets = {
         table: dg.AssetKey(list(key)) for table, key in model_asset_keys(manifest).items()
     }

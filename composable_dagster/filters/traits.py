@@ -66,15 +66,21 @@ def check_config_keys(trait: TraitDef, *, path: str) -> None:
     Raises:
         FilterError: At the first unknown key (in sorted order), naming the known ones.
     """
-    trait_type = TraitType(trait.trait_type) if trait.trait_type in set(TraitType) else None
+    trait_type = _trait_type(trait)
     known = CONFIG_KEYS.get(trait_type) if trait_type else None
     if known is None or not isinstance(trait.config, Mapping):
         return  # the compiler's pass reports these
-    for key in sorted(set(trait.config) - known, key=str):
+    unknown = sorted(set(trait.config) - known, key=str)
+    if unknown:
         raise FilterError(
-            join_path(path, key),
+            join_path(path, unknown[0]),
             f"unknown key for trait type {trait_type}; expected {', '.join(sorted(known))}",
         )
+
+
+def _trait_type(trait: TraitDef) -> TraitType | None:
+    """The trait's type, None for a value that is not one (reported by the caller)."""
+    return TraitType(trait.trait_type) if trait.trait_type in set(TraitType) else None
 
 
 def trait_values(
@@ -143,7 +149,7 @@ def _build(compiler: Compiler, trait: TraitDef, *, path: str, stack: tuple[str, 
         TraitType.OCCURRENCE: _occurrence,
         TraitType.SQL: _sql,
         TraitType.FORMULA: _formula,
-    }.get(TraitType(trait.trait_type) if trait.trait_type in set(TraitType) else None)
+    }.get(_trait_type(trait))
     if builder is None:
         raise FilterError("trait_type", f"unsupported trait type {trait.trait_type!r}")
     return builder(compiler, trait, config, path=path, stack=stack)
