@@ -6,6 +6,8 @@ them) and `api/` (which launches and finds runs by them) share one spelling of e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # Dagster's implicit job over every asset (IMPLICIT_ASSET_JOB_NAME, not exported): schedules
 # and API launches select [audience, sync] from it. A job of our own beside it doubled the
 # job snapshots the webserver builds on every reload (5-7 s of 25 s at 1,000 syncs).
@@ -19,6 +21,9 @@ TAG_TRIGGER = "composable/trigger"  # TRIGGER_API, TRIGGER_SCHEDULE or Dagster's
 TRIGGER_API = "api"  # a run the API triggered (it starts at once: defs/run_coordinator.py)
 TRIGGER_SCHEDULE = "schedule"
 TAG_RUN_WORKER = "composable/run_worker"  # "host:pid" of the process running it
+# "true" on a run a person let through the safety stops (the audience's checks, the sync's
+# own): the API trigger's `override_safety`, or a tag added in the Dagster UI's Launchpad.
+TAG_OVERRIDE_SAFETY = "composable/override_safety"
 
 # Asset metadata and tags the definitions carry (the ids runs resolve their content by).
 META_AUDIENCE_ID = "composable/audience_id"
@@ -41,8 +46,18 @@ def schedule_name(workspace_slug: str, sync_slug: str) -> str:
     return f"{workspace_slug}__{sync_slug}__schedule"
 
 
-def sync_run_tags(*, workspace_id: str, sync_id: str, trigger: str) -> dict[str, str]:
-    return {TAG_WORKSPACE: workspace_id, TAG_SYNC: sync_id, TAG_TRIGGER: trigger}
+def sync_run_tags(
+    *, workspace_id: str, sync_id: str, trigger: str, override_safety: bool = False
+) -> dict[str, str]:
+    tags = {TAG_WORKSPACE: workspace_id, TAG_SYNC: sync_id, TAG_TRIGGER: trigger}
+    if override_safety:
+        tags[TAG_OVERRIDE_SAFETY] = "true"
+    return tags
+
+
+def overrides_safety(tags: Mapping[str, str]) -> bool:
+    """Whether a run with `tags` was let through the safety stops (TAG_OVERRIDE_SAFETY)."""
+    return tags.get(TAG_OVERRIDE_SAFETY, "").strip().lower() == "true"
 
 
 def run_worker_tag(host: str, pid: int) -> str:

@@ -92,26 +92,26 @@ query Runs($filter: RunsFilter, $limit: Int) {{
   }}
 }}"""
 
-_MATERIALIZATIONS = """
-query Materializations($key: AssetKeyInput!, $limit: Int) {
-  assetOrError(assetKey: $key) {
-    __typename
-    ... on Asset {
-      assetMaterializations(limit: $limit) {
-        runId
-        timestamp
-        metadataEntries {
-          label
-          ... on IntMetadataEntry { intValue }
-          ... on FloatMetadataEntry { floatValue }
-          ... on TextMetadataEntry { text }
-          ... on MarkdownMetadataEntry { mdStr }
-          ... on TableMetadataEntry { table { records } }
-        }
-      }
-    }
-  }
+_METADATA_ENTRIES = """
+metadataEntries {
+  label
+  ... on IntMetadataEntry { intValue }
+  ... on FloatMetadataEntry { floatValue }
+  ... on TextMetadataEntry { text }
+  ... on MarkdownMetadataEntry { mdStr }
+  ... on TableMetadataEntry { table { records } }
 }"""
+
+_ASSET_EVENTS = f"""
+query AssetEvents($key: AssetKeyInput!, $limit: Int) {{
+  assetOrError(assetKey: $key) {{
+    __typename
+    ... on Asset {{
+      assetMaterializations(limit: $limit) {{ runId timestamp {_METADATA_ENTRIES} }}
+      assetObservations(limit: $limit) {{ runId timestamp {_METADATA_ENTRIES} }}
+    }}
+  }}
+}}"""
 
 
 # An unreachable webserver (a dropped SYN, a dead host) must fail a request quickly, not
@@ -248,18 +248,29 @@ class DagsterClient:
         self, asset_path: Sequence[str], *, limit: int = 20
     ) -> list[dict[str, Any]]:
         """The asset's latest materializations: run id, timestamp and metadata by label."""
-        data = self.query(_MATERIALIZATIONS, {"key": {"path": list(asset_path)}, "limit": limit})
+        return self.asset_events(asset_path, limit=limit)["assetMaterializations"]
+
+    def asset_events(
+        self, asset_path: Sequence[str], *, limit: int = 20
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The asset's latest materializations and observations (`assetMaterializations`,
+        `assetObservations`), newest first: run id, timestamp and metadata by label."""
+        data = self.query(_ASSET_EVENTS, {"key": {"path": list(asset_path)}, "limit": limit})
         asset = data["assetOrError"]
+        kinds = ("assetMaterializations", "assetObservations")
         if asset["__typename"] != "Asset":
-            return []
-        return [
-            {
-                "run_id": m["runId"],
-                "timestamp": m["timestamp"],
-                "metadata": {e["label"]: _entry_value(e) for e in m["metadataEntries"]},
-            }
-            for m in asset["assetMaterializations"]
-        ]
+            return {kind: [] for kind in kinds}
+        return {
+            kind: [
+                {
+                    "run_id": m["runId"],
+                    "timestamp": m["timestamp"],
+                    "metadata": {e["label"]: _entry_value(e) for e in m["metadataEntries"]},
+                }
+                for m in asset[kind]
+            ]
+            for kind in kinds
+        }
 
     def wait_for_run(self, run_id: str, *, timeout: float, poll: float = 0.5) -> RunInfo:
         deadline = time.monotonic() + timeout

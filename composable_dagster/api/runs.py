@@ -84,10 +84,7 @@ def sync_runs(
 ) -> list[dict[str, Any]]:
     """Runs of one sync, newest first, with counts from the sync asset's materializations."""
     runs = client.runs(tags={TAG_SYNC: sync_id}, limit=limit)
-    metadata = {
-        m["run_id"]: m["metadata"]
-        for m in client.materializations(list(sync_asset_path), limit=limit)
-    }
+    metadata = run_counts(client, sync_asset_path, limit=limit)
     ui = ui_base(client.url)
     return [
         run_object(
@@ -99,6 +96,22 @@ def sync_runs(
         )
         for run in runs
     ]
+
+
+def run_counts(
+    client: DagsterClient, sync_asset_path: Sequence[str], *, limit: int
+) -> dict[str, Mapping[str, Any]]:
+    """The counts (and row errors) of the sync's latest runs, by run id: a completed run's
+    from its materialization; a failed or cancelled one's, and a running one's, from the
+    latest progress observation its step recorded (defs/syncs.py): what the destination
+    had confirmed when it stopped."""
+    events = client.asset_events(list(sync_asset_path), limit=limit)
+    counts: dict[str, Mapping[str, Any]] = {}
+    for event in events["assetObservations"]:  # newest first: keep each run's latest
+        counts.setdefault(event["run_id"], event["metadata"])
+    for event in events["assetMaterializations"]:
+        counts[event["run_id"]] = event["metadata"]
+    return counts
 
 
 def run_error(client: DagsterClient, run_id: str) -> str:

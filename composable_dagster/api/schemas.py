@@ -1,4 +1,6 @@
-"""Response bodies (`XPublic`): exactly the documented fields, timestamps as `...Z`."""
+"""Response bodies (`XPublic`): exactly the documented fields, timestamps as `...Z`. And
+the one request body that stores no catalog row (a trigger's, `SyncRunCreate`); the
+others are the catalog services' specs."""
 
 from __future__ import annotations
 
@@ -229,6 +231,15 @@ class SyncRunPublic(Public):
     row_errors: list[RowErrorPublic]
     error: str | None
     dagster_run_url: str
+
+
+class SyncRunCreate(pydantic.BaseModel):
+    """The optional body of a trigger. `override_safety`: the run passes the safety stops
+    (the audience's checks, the sync's own) and is tagged so (names.TAG_OVERRIDE_SAFETY)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    override_safety: pydantic.StrictBool = False
 
 
 class SplitGroupPublic(Public):

@@ -16,7 +16,13 @@ import dagster as dg
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.errors import NotFoundError, WarehouseError
 from composable_dagster.filters import FilterError, compile_members
-from composable_dagster.names import META_AUDIENCE_ID, META_CATALOG_VERSION, TAG_KIND
+from composable_dagster.names import (
+    META_AUDIENCE_ID,
+    META_CATALOG_VERSION,
+    TAG_KIND,
+    TAG_OVERRIDE_SAFETY,
+    overrides_safety,
+)
 from composable_dagster.spec.sync import SyncSpec
 from composable_dagster.sync.plan import membership_row_hash
 from composable_dagster.warehouse.activation import MembershipChange
@@ -92,7 +98,8 @@ def audience_checks(spec: AudienceAssetSpec) -> list[dg.AssetCheckSpec]:
             asset=spec.key,
             blocking=True,
             description=f"The member count fell by at most {spec.max_member_drop:.0%} since the "
-            "previous materialization.",
+            "last materialization that passed its checks (a failed one does not move that "
+            f"base; a run tagged {TAG_OVERRIDE_SAFETY}=true passes and moves it).",
         ),
     ]
 
@@ -158,13 +165,21 @@ def materialize_audience(
         )
     metadata = membership_metadata(change, sql=compiled.sql, duration=duration)
     metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
-    return dg.MaterializeResult(
+    checks = membership_checks(
+        change,
         asset_key=spec.key,
-        metadata=metadata,
-        check_results=membership_checks(
-            change, asset_key=spec.key, max_member_drop=spec.max_member_drop
-        ),
+        max_member_drop=spec.max_member_drop,
+        overridden=overrides_safety(context.run.tags),
     )
+    if all(check.passed for check in checks):
+        # Only now, so a failed check (or a crash before this line) leaves the old base and
+        # the next run is judged against it too: the breaker stays open until the
+        # membership recovers or a person overrides.
+        try:
+            store.record_base(audience_id=run.audience_id, member_count=change.member_count)
+        except WarehouseError as err:
+            raise dg.Failure(description=f"{run.name}: {err}") from None
+    return dg.MaterializeResult(asset_key=spec.key, metadata=metadata, check_results=checks)
 
 
 def row_hashes(syncs: Sequence[SyncSpec], *, dialect: str) -> dict[str, tuple[str, ...]]:
@@ -194,43 +209,62 @@ def membership_metadata(change: MembershipChange, *, sql: str, duration: float) 
 
 
 def membership_checks(
-    change: MembershipChange, *, asset_key: dg.AssetKey, max_member_drop: float
+    change: MembershipChange,
+    *,
+    asset_key: dg.AssetKey,
+    max_member_drop: float,
+    overridden: bool = False,
 ) -> list[dg.AssetCheckResult]:
     """The two blocking checks; a failed one says why in words (the API shows it as the
-    run's `error` and the sync's `status_error`)."""
-    drop = 0.0
-    if change.previous_count:
-        drop = max(0.0, 1 - change.member_count / change.previous_count)
+    run's `error` and the sync's `status_error`).
+
+    The drop is measured from the audience's base, the count of its last materialization
+    that passed (`change.base_count`; the previous count in a store that has none yet), so
+    a collapse that failed once fails every run after it. `overridden` (the run's
+    TAG_OVERRIDE_SAFETY) passes both, saying what they saw.
+    """
+    base = change.base_count if change.base_count is not None else change.previous_count
+    drop = max(0.0, 1 - change.member_count / base) if base else 0.0
     empty = change.member_count == 0
     dropped = drop > max_member_drop
+    fell = f"the member count fell {drop:.1%} (from {base} to {change.member_count})"
+    empty_reason = (
+        "the audience has no members, so its syncs did not run (a mirror would have removed "
+        "everyone)"
+    )
+    drop_reason = (
+        f"{fell} since the last materialization that passed its checks, more than the "
+        f"{max_member_drop:.0%} allowed (COMPOSABLE_MAX_MEMBER_DROP), so its syncs did not "
+        f"run; a run tagged {TAG_OVERRIDE_SAFETY}=true lets it through"
+    )
+    if overridden:
+        override = f"overridden ({TAG_OVERRIDE_SAFETY}=true): "
+        empty_reason = override + f"the audience has {change.member_count} members"
+        drop_reason = override + (
+            f"the member count went from {base} to {change.member_count}, a drop of "
+            f"{drop:.1%} ({max_member_drop:.0%} allowed)"
+            if base
+            else f"no earlier count to compare {change.member_count} members with"
+        )
     return [
         dg.AssetCheckResult(
             asset_key=asset_key,
             check_name=NOT_EMPTY_CHECK,
-            passed=not empty,
-            metadata={"member_count": change.member_count},
-            description=(
-                "the audience has no members, so its syncs did not run (a mirror would "
-                "have removed everyone)"
-                if empty
-                else None
-            ),
+            passed=overridden or not empty,
+            metadata={"member_count": change.member_count, "overridden": overridden},
+            description=empty_reason if empty or overridden else None,
         ),
         dg.AssetCheckResult(
             asset_key=asset_key,
             check_name=DROP_CHECK,
-            passed=not dropped,
+            passed=overridden or not dropped,
             metadata={
                 "drop_share": round(drop, 4),
                 "max_drop_share": max_member_drop,
+                "base_member_count": base or 0,
                 "previous_member_count": change.previous_count or 0,
+                "overridden": overridden,
             },
-            description=(
-                f"the member count fell {drop:.1%} (from {change.previous_count} to "
-                f"{change.member_count}), more than the {max_member_drop:.0%} allowed "
-                "(COMPOSABLE_MAX_MEMBER_DROP), so its syncs did not run"
-                if dropped
-                else None
-            ),
+            description=drop_reason if dropped or overridden else None,
         ),
     ]

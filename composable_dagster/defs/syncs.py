@@ -6,6 +6,7 @@ found by `composable/sync_id` like API-triggered ones, and the per-sync run-queu
 dagster.yaml keeps runs of one sync from overlapping.
 """
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import dagster as dg
 
 from composable_dagster.catalog.resolve import SyncRun
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
+from composable_dagster.destinations.base import DeliveryError
 from composable_dagster.errors import DomainError, NotFoundError
 from composable_dagster.names import (
     ASSET_JOB,
@@ -22,6 +24,7 @@ from composable_dagster.names import (
     META_SYNC_ID,
     TAG_KIND,
     TRIGGER_SCHEDULE,
+    overrides_safety,
     schedule_name,
     sync_run_tags,
 )
@@ -120,6 +123,7 @@ def run_one_sync(
         ) from None
     except DomainError as err:
         raise dg.Failure(description=f"sync cannot run: {err}") from None
+    progress = SyncProgress(context, spec.key)
     try:
         report = run_sync(
             activation.store(),
@@ -127,15 +131,21 @@ def run_one_sync(
             run_id=context.run_id,
             now=datetime.now(UTC),
             log=context.log.info,
+            progress=progress.update,
+            override_safety=overrides_safety(context.run.tags),
         )
     except SyncSafetyError as err:
         raise dg.Failure(
             description=f"safety stop: {err}", metadata={"safety_stop": str(err)}
         ) from None
-    except DomainError as err:
+    except (DomainError, DeliveryError) as err:
         # `from None`: Dagster stores an exception's causes with the run, and the
         # engine's own message (below ours) may name what a tenant must not see.
-        raise dg.Failure(description=str(err)) from None
+        progress.record()
+        raise dg.Failure(description=str(err), metadata=progress.metadata()) from None
+    except BaseException:  # cancelled (an interrupt), or a bug: say what was delivered
+        progress.record()
+        raise
     context.log.info(
         f"{run.name}: +{report.added} ~{report.updated} -{report.removed} "
         f"failed {report.failed} in {report.seconds:.2f} s"
@@ -143,6 +153,38 @@ def run_one_sync(
     metadata = sync_metadata(report)
     metadata[META_CATALOG_VERSION] = dg.MetadataValue.text(run.catalog_version)
     return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+
+
+class SyncProgress:
+    """What a sync's run has delivered, recorded as an observation of its asset (the API's
+    counts of a run with no materialization, the UI's asset events): every
+    `PROGRESS_EVERY_SECONDS` while it delivers, and once more when it stops early."""
+
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey) -> None:
+        self._context = context
+        self._key = key
+        self._last: SyncReport | None = None
+        self._recorded: SyncReport | None = None
+        self._recorded_at = time.monotonic()
+
+    def update(self, report: SyncReport) -> None:
+        self._last = report
+        if time.monotonic() - self._recorded_at >= PROGRESS_EVERY_SECONDS:
+            self.record()
+
+    def record(self) -> None:
+        if self._last is None or self._last is self._recorded:
+            return
+        self._context.log_event(dg.AssetObservation(asset_key=self._key, metadata=self.metadata()))
+        self._recorded, self._recorded_at = self._last, time.monotonic()
+
+    def metadata(self) -> dict[str, Any]:
+        return sync_metadata(self._last) if self._last is not None else {}
+
+
+# A run killed without warning (SIGKILL, out of memory) reported what it had delivered this
+# long before it died at most; an observation per batch would flood the event log.
+PROGRESS_EVERY_SECONDS = 2.0
 
 
 def sync_job(run: SyncRun) -> SyncJob:

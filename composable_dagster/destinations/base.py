@@ -14,7 +14,11 @@ Keys a connector reports in `DeliveryResult.confirmed` are committed by the engi
 `deliver` returns (for destinations without deferred publication), so "confirmed" must mean
 "durably applied by the destination". Per-record rejections go to `DeliveryResult.failed`;
 a connector raises `DeliveryError` only when the whole destination fails after its retries,
-and the run then stops.
+and the run then stops. A connector that sent part of the batch before it failed says which
+keys were confirmed (`DeliveryError.confirmed`): the engine commits those too, so a later
+run never sends them again.
+
+A batch holds at most `DestinationType.batch_size(config)` rows: one request's worth.
 """
 
 from __future__ import annotations
@@ -156,12 +160,25 @@ class DeliveryResult:
 
 
 class DeliveryError(Exception):
-    """The whole destination failed (after retries); the message names it and the cause."""
+    """The whole destination failed (after retries); the message names it and the cause.
 
-    def __init__(self, destination: str, cause: str) -> None:
+    `confirmed` and `failed`: what the destination confirmed and rejected of the batch
+    before it failed (a connector that sends a batch in parts), as in `DeliveryResult`.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        cause: str,
+        *,
+        confirmed: Sequence[str] = (),
+        failed: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"destination {destination}: {cause}")
         self.destination = destination
         self.cause = cause
+        self.confirmed = tuple(confirmed)
+        self.failed = dict(failed or {})
 
 
 class Connector(ABC):
@@ -254,7 +271,8 @@ class DestinationType(ABC):
         return (config.model_dump_json(),)
 
     def batch_size(self, config: pydantic.BaseModel) -> int:
-        """Rows per `RecordBatch` the engine should send for `config` (a config may lower it)."""
+        """The most rows a `RecordBatch` for `config` holds: what one request may carry (a
+        sync's own `batch_size` may lower it, never raise it)."""
         return self.capabilities.batch_size
 
     def publish(self, config: pydantic.BaseModel, token: str) -> None:  # noqa: B027

@@ -6,9 +6,11 @@ Body of each request (`Content-Type: application/json`):
      "idempotency_key": ..., "records": [{"key": ..., "operation": ..., "data": {...}}]}
 
 with headers `Idempotency-Key: <idempotency_key>` and, when a signing secret is configured,
-`X-Composable-Signature: sha256=<hex HMAC-SHA256 of the raw body>`. A RecordBatch larger than
-the config's `batch_size` is sent as several requests whose idempotency keys are the batch's
-key suffixed `:<part>/<parts>`.
+`X-Composable-Signature: sha256=<hex HMAC-SHA256 of the raw body>`. The engine cuts batches of
+the config's `batch_size`, so each is one request; a larger RecordBatch (from a caller of the
+connector other than the engine) is sent as several requests whose idempotency keys are the
+batch's key suffixed `:<part>/<parts>`, and when one of them fails for good the ones before it
+stay confirmed (`DeliveryError.confirmed`).
 
 Delivery is at-least-once: a 2xx confirms every record of the request. A 429 waits for
 `Retry-After` (seconds or an HTTP date, at most 300 s; backoff when absent); 408, 5xx,
@@ -224,7 +226,13 @@ class WebhookConnector(Connector):
                 {"key": key, "operation": str(batch.operation), "data": row}
                 for key, row in zip(keys[chunk], values[chunk], strict=True)
             ]
-            reason = self._send(records, operation=str(batch.operation), key=idempotency_key)
+            try:
+                reason = self._send(records, operation=str(batch.operation), key=idempotency_key)
+            except DeliveryError as err:
+                # The earlier requests were applied: the engine must commit them.
+                raise DeliveryError(
+                    err.destination, err.cause, confirmed=confirmed, failed=failed
+                ) from None
             if reason is None:
                 confirmed += keys[chunk]
             else:

@@ -7,7 +7,12 @@ Guarantees (see docs/architecture.md, "Sync runs"):
   a file's pending publication. A killed run's log is folded by the next run before it plans
   (immediate destinations applied those batches) or discarded with its unpublished file
   (deferred ones), so a crash at any point converges without a lost or duplicated member.
-- Nothing is loaded whole into memory: changes stream from the engine in Arrow batches.
+- Every request the destination confirmed stays committed, whatever fails after it (a
+  connector that fails part way through a batch says what it confirmed before).
+- Nothing is loaded whole into memory: rows go out in Arrow chunks. No destination call,
+  retry or `Retry-After` wait holds the store (on DuckDB, its one-writer lock: other syncs
+  and audience refreshes go on): each operation's rows are read in one short transaction
+  (`_read`), and confirmations are appended outside it (`_ConfirmationLog`).
 - The incremental diff (membership log + pending keys) finds the same delta as comparing
   every member: the state it relies on (the membership version caught up with, the pending
   keys) is written only when a run succeeds, in one transaction.
@@ -17,6 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +38,7 @@ import sqlalchemy as sa
 from sqlglot import exp
 
 from composable_dagster.destinations.base import (
+    DeliveryError,
     DestinationType,
     Operation,
     RecordBatch,
@@ -58,6 +67,10 @@ from composable_dagster.warehouse.activation import ActivationStore, MembershipS
 from composable_dagster.warehouse.fingerprints import key_hash
 
 ERROR_SAMPLE = 20
+# Rows per Arrow chunk a run reads back while delivering (at least a batch): what it holds
+# in memory at a time.
+READ_CHUNK_ROWS = 100_000
+SENT_OPERATIONS = ("add", "update", "remove")
 
 
 class SyncSafetyError(DomainError):
@@ -138,10 +151,16 @@ def run_sync(
     run_id: str,
     now: datetime,
     log: Callable[[str], None] = lambda _: None,
+    progress: Callable[[SyncReport], None] = lambda _: None,
+    override_safety: bool = False,
 ) -> SyncReport:
     """Plan, check, deliver and commit one run of `job`. Raises SyncSafetyError before
     sending anything when a safety rule trips, and re-raises destination failures; the
-    batches confirmed before a failure are folded into the snapshot by the next run."""
+    batches confirmed before a failure are folded into the snapshot by the next run.
+
+    `progress` gets the counts so far after every batch the destination answered (and
+    before a failure is re-raised): what a failed or stopped run had delivered.
+    `override_safety`: a person let this run through the safety rules (they are logged)."""
     started = time.monotonic()
     tables = _Tables(store, job.sync_id, field_count=len(job.fields))
     capabilities = job.destination.capabilities
@@ -150,7 +169,11 @@ def run_sync(
     log(f"planned {plan.planned} from {plan.members} members against {plan.snapshot_size} "
         f"delivered in {time.monotonic() - started:.2f} s "
         f"({'incremental' if plan.incremental else 'full'} diff)")  # fmt: skip
-    _check_safety(job, plan=plan)
+    stop = _safety_stop(job, plan=plan)
+    if stop is not None and not override_safety:
+        raise SyncSafetyError(stop)
+    if stop is not None:
+        log(f"safety stop overridden for this run: {stop}")
 
     full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
     if full_snapshot:
@@ -175,37 +198,49 @@ def run_sync(
         hashed_fields=frozenset(f.destination_field for f in job.fields if f.pii),
     )
     deferred = capabilities.deferred_publish
-    batch_size = job.safety.batch_size or capabilities.batch_size
-    counts = {"add": 0, "update": 0, "remove": 0}
-    errors: list[tuple[str, str, str]] = []
-    failed = _record_rejects(store, tables, rejects, run_id=run_id, errors=errors)
+    # What goes on the wire is the destination's batch size (one request), or the sync's
+    # own when it is smaller.
+    batch_size = job.destination.batch_size(job.destination_config)
+    if job.safety.batch_size:
+        batch_size = min(batch_size, job.safety.batch_size)
+    tally = _Tally(planned=planned, started=started)
+    tally.failed = _record_rejects(store, tables, rejects, run_id=run_id, errors=tally.errors)
     if plan.rows_without_key:
         # No key to send them by, nor to name them by: one error for all of them.
         reason = f"NULL entity key: {plan.rows_without_key} matching rows have no key"
         _record_errors(store, tables, run_id=run_id, op="reject", failures={None: reason})
-        errors.append(("", "reject", reason))
-        failed += plan.rows_without_key
+        tally.errors.append(("", "reject", reason))
+        tally.failed += plan.rows_without_key
 
     connector = job.destination.open(job.destination_config, context=context)
     committed = False  # once the snapshot names the staged output, that output must survive
     confirmed = _confirmed_table(store, tables, deferred=deferred)
+    confirmations = _ConfirmationLog(store, confirmed)
     batches = itertools.count()
+
+    def take(op: str, keys: Sequence[str], failures: Mapping[str, str]) -> None:
+        """Commit what the destination answered for one batch, before anything else."""
+        if failures:
+            _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
+        confirmations.add(op, keys)
+        tally.take(op, keys, failures)
+        progress(tally.report(diff=plan.incremental))
+
     try:
-        _reset(store, confirmed)
-        sends = _sends(job.mode, full_snapshot=full_snapshot, tables=tables, current=plan.current)
-        for op, source in sends:
-            for batch in _batches(store, source, op=op, job=job, run_id=run_id,
+        confirmations.reset()
+        sends = _sends(job, tables, full_snapshot=full_snapshot, current=plan.current)
+        for send in sends:
+            for batch in _batches(store, send, job=job, run_id=run_id,
                                   batch_size=batch_size, sequence=batches):  # fmt: skip
-                result = connector.deliver(batch)
-                failures = dict(result.failed)
-                if failures:
-                    _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
-                    errors.extend((k, op, v) for k, v in failures.items())
-                    failed += len(failures)
-                _remember_confirmed(store, confirmed, op=op, keys=result.confirmed)
-                counts[op] += len(result.confirmed)
+                try:
+                    result = connector.deliver(batch)
+                except DeliveryError as err:
+                    take(send.op, err.confirmed, err.failed)
+                    raise
+                take(send.op, result.confirmed, result.failed)
         for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
             _commit_unsent(store, tables, op=op)
+        confirmations.load()
         token = connector.stage()
         _commit_confirmed(
             store, tables, confirmed, current=plan.current if full_snapshot else None,
@@ -224,17 +259,36 @@ def run_sync(
     _finish(store, tables, job, plan)
     if full_snapshot:
         # Every member was written; what changed in the destination's copy is the diff.
-        counts = {op: planned.get(op, 0) for op in ("add", "update", "remove")}
-    return SyncReport(
-        planned={op: planned.get(op, 0) for op in ("add", "update", "remove")},
-        added=counts["add"],
-        updated=counts["update"],
-        removed=counts["remove"],
-        failed=failed,
-        seconds=time.monotonic() - started,
-        errors=tuple(errors[:ERROR_SAMPLE]),
-        diff="incremental" if plan.incremental else "full",
-    )
+        tally.counts = {op: planned.get(op, 0) for op in SENT_OPERATIONS}
+    return tally.report(diff=plan.incremental)
+
+
+@dataclass
+class _Tally:
+    """What one run has delivered so far."""
+
+    planned: Mapping[str, int]
+    started: float
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENT_OPERATIONS, 0))
+    failed: int = 0
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def take(self, op: str, confirmed: Sequence[str], failures: Mapping[str, str]) -> None:
+        self.counts[op] += len(confirmed)
+        self.failed += len(failures)
+        self.errors.extend((k, op, v) for k, v in failures.items())
+
+    def report(self, *, diff: bool) -> SyncReport:
+        return SyncReport(
+            planned={op: self.planned.get(op, 0) for op in SENT_OPERATIONS},
+            added=self.counts["add"],
+            updated=self.counts["update"],
+            removed=self.counts["remove"],
+            failed=self.failed,
+            seconds=time.monotonic() - self.started,
+            errors=tuple(self.errors[:ERROR_SAMPLE]),
+            diff="incremental" if diff else "full",
+        )
 
 
 def recent_errors(store: ActivationStore, sync_id: str, *, run_id: str) -> list[dict[str, str]]:
@@ -381,45 +435,63 @@ def _operation_counts(
     return {"add": 0, "update": 0, "remove": 0, "reject": 0} | {op: int(n) for op, n in rows}
 
 
-def _check_safety(job: SyncJob, *, plan: _Plan) -> None:
+def _safety_stop(job: SyncJob, *, plan: _Plan) -> str | None:
+    """Why the sync's safety rules stop this run before it sends anything; None: they do not."""
     snapshot_size = plan.snapshot_size
     wipes = job.mode == SyncMode.MIRROR and plan.members == 0 and snapshot_size > 0
     if wipes and not job.safety.allow_empty_mirror:
-        raise SyncSafetyError(
+        return (
             f"the audience is empty while {snapshot_size} members were delivered before; "
             "refusing to mirror an empty audience (a broken source would wipe the "
             "destination). Set config.allow_empty_mirror to true if this is intended."
         )
     removes = plan.planned.get("remove", 0) if "remove" in SENT[job.mode] else 0
     if snapshot_size and removes / snapshot_size > job.safety.max_remove_share:
-        raise SyncSafetyError(
+        return (
             f"this run would remove {removes} of {snapshot_size} delivered members "
             f"({removes / snapshot_size:.0%}), more than the allowed "
             f"{job.safety.max_remove_share:.0%}; raise config.max_remove_share to allow it"
         )
+    return None
 
 
 # --- delivery ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """The rows of one operation to send (`entity_key, f0…fn`), in key order."""
+
+    op: str
+    rows: exp.Select
+
+
 def _sends(
-    mode: SyncMode, *, full_snapshot: bool, tables: _Tables, current: exp.Select
-) -> Iterator[tuple[str, exp.Select]]:
+    job: SyncJob, tables: _Tables, *, full_snapshot: bool, current: exp.Select
+) -> list[_Send]:
+    """What the run sends, in order: removes, updates, adds (a full-snapshot mirror: every
+    member with its values)."""
     sent = ["entity_key", *snapshot_columns(tables.field_count)[3:]]
     if full_snapshot:
-        yield "add", exp.select(*sent).from_(current.subquery("x")).where(_not_duplicated(tables))
-        return
-    for op in ("remove", "update", "add"):
-        if op in SENT[mode]:
-            operation = exp.column("operation").eq(exp.Literal.string(op))
-            yield op, exp.select(*sent).from_(tables.changes.copy()).where(operation)
+        members = exp.select(*sent).from_(current.subquery("x")).where(_not_duplicated(tables))
+        return [_Send("add", members.order_by("entity_key"))]
+    return [
+        _Send(
+            op,
+            exp.select(*sent)
+            .from_(tables.changes.copy())
+            .where(exp.column("operation").eq(exp.Literal.string(op)))
+            .order_by("entity_key"),
+        )
+        for op in ("remove", "update", "add")
+        if op in SENT[job.mode]
+    ]
 
 
 def _batches(
     store: ActivationStore,
-    source: exp.Select,
+    send: _Send,
     *,
-    op: str,
     job: SyncJob,
     run_id: str,
     batch_size: int,
@@ -427,43 +499,57 @@ def _batches(
 ) -> Iterator[RecordBatch]:
     names = [f.destination_field for f in job.fields]
     hashing = {f.destination_field: f.pii for f in job.fields if f.pii}
-    query = source.order_by("entity_key")
-    for arrow in _stream(store, query, batch_size=batch_size):
-        keys = [str(k) for k in arrow.column("entity_key").to_pylist()]
-        rows = pa.table({name: arrow.column(f"f{i}") for i, name in enumerate(names)})
-        if hashing:
-            rows = apply_pii(rows, hashing)
-        # Per (run, batch): a retried request carries the same key, so a receiver applies
-        # it once; the same change in a later run (a member who left and came back) is a
-        # new request that must not be taken for a duplicate.
-        seed = f"{job.sync_id}|{run_id}|{op}|{next(sequence)}"
-        yield RecordBatch(
-            operation=Operation(op),
-            keys=keys,
-            rows=rows,
-            idempotency_key=hashlib.sha256(seed.encode()).hexdigest()[:40],
-        )
+    for chunk in _read(store, send.rows, chunk_rows=max(batch_size, READ_CHUNK_ROWS)):
+        for offset in range(0, chunk.num_rows, batch_size):
+            arrow = chunk.slice(offset, batch_size)
+            keys = [str(k) for k in arrow.column("entity_key").to_pylist()]
+            rows = pa.table({name: arrow.column(f"f{i}") for i, name in enumerate(names)})
+            if hashing:
+                rows = apply_pii(rows, hashing)
+            # Per (run, batch): a retried request carries the same key, so a receiver
+            # applies it once; the same change in a later run (a member who left and came
+            # back) is a new request that must not be taken for a duplicate.
+            seed = f"{job.sync_id}|{run_id}|{send.op}|{next(sequence)}"
+            yield RecordBatch(
+                operation=Operation(send.op),
+                keys=keys,
+                rows=rows,
+                idempotency_key=hashlib.sha256(seed.encode()).hexdigest()[:40],
+            )
 
 
-def _stream(store: ActivationStore, query: exp.Select, *, batch_size: int) -> Iterator[pa.Table]:
+def _read(store: ActivationStore, query: exp.Select, *, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of `query`, `chunk_rows` at a time, with no transaction open while the
+    caller delivers them.
+
+    On DuckDB a transaction holds the store's one-writer lock, which every sync and audience
+    refresh needs: the rows are spooled to an unlinked local file in one read (Arrow IPC,
+    streamed, so memory stays bounded), and delivery reads them back from there. PostgreSQL
+    streams them in one read transaction, which blocks no writer.
+    """
     sql = _sql(store, query)
-    with store.transaction() as conn:
-        if store.dialect == "duckdb":
-            raw = conn.connection.driver_connection
-            reader = raw.sql(sql).to_arrow_reader(batch_size)
+    if store.dialect != "duckdb":
+        with store.transaction() as conn:
+            result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
+            names = list(result.keys())
+            for rows in result.partitions(chunk_rows):
+                yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+        return
+    store.spool_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=store.spool_dir) as spool:
+        with store.transaction() as conn:
+            reader = conn.connection.driver_connection.sql(sql).to_arrow_reader(chunk_rows)
             try:
-                for record_batch in reader:
-                    if record_batch.num_rows:
-                        yield pa.Table.from_batches([record_batch])
+                with pa.ipc.new_stream(spool, reader.schema) as writer:
+                    for batch in reader:
+                        writer.write_batch(batch)
             finally:
-                # A run stopped mid-stream must release the result before the transaction
-                # ends, or DuckDB refuses the rollback ("connection has an open result").
+                # DuckDB refuses to end a transaction while a result is open.
                 reader.close()
-            return
-        result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
-        names = list(result.keys())
-        for rows in result.partitions(batch_size):
-            yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+        spool.seek(0)
+        for batch in pa.ipc.open_stream(spool):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
 
 
 # --- commits ----------------------------------------------------------------------------
@@ -493,22 +579,74 @@ def _confirmed_table(store: ActivationStore, tables: _Tables, *, deferred: bool)
     return store.table(tables.changes.name.replace("changes_", prefix))
 
 
-def _reset(store: ActivationStore, confirmed: exp.Table) -> None:
-    with store.transaction() as conn:
-        table = _sql(store, confirmed)
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-        conn.exec_driver_sql(f"CREATE TABLE {table} (entity_key VARCHAR, operation VARCHAR)")
+class _ConfirmationLog:
+    """The run's confirmation log (`_confirmed_table`): the keys the destination confirmed,
+    one append per batch, before the next batch is sent.
 
+    Where a store transaction is cheap (PostgreSQL) each batch is a row insert. On DuckDB
+    a transaction opens the store file and takes its lock (~40 ms, while a webhook batch
+    is 500 keys), so each batch is a JSON line appended to a file beside the store and
+    flushed to disk, and `load` moves the file into the table in one transaction: at the
+    end of the run, or in the next run's `_recover` after a kill. A line a kill tore is the
+    batch that was in flight: it is sent again, as before.
+    """
 
-def _remember_confirmed(
-    store: ActivationStore, confirmed: exp.Table, *, op: str, keys: Sequence[str]
-) -> None:
-    if not keys:
-        return
-    with store.transaction() as conn, _keys_table(store, conn, keys) as key_table:
-        conn.exec_driver_sql(
-            f"INSERT INTO {_sql(store, confirmed)} SELECT entity_key, '{op}' FROM {key_table}"
-        )
+    def __init__(self, store: ActivationStore, table: exp.Table) -> None:
+        self.store = store
+        self.table = table
+        local = store.dialect == "duckdb"
+        self.path = store.spool_dir / f"{table.name}.jsonl" if local else None
+
+    def reset(self) -> None:
+        """Empty: a new run starts its own log (what a killed run left was recovered)."""
+        with self.store.transaction() as conn:
+            table = _sql(self.store, self.table)
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+            conn.exec_driver_sql(f"CREATE TABLE {table} (entity_key VARCHAR, operation VARCHAR)")
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def add(self, op: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        if self.path is None:
+            with self.store.transaction() as conn:
+                self._insert(conn, [(op, keys)])
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as log:
+            log.write(json.dumps([op, list(keys)]) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+    def load(self) -> None:
+        """Move the batches of the local file into the table (the snapshot's fold reads
+        that), a chunk of keys at a time. A crash after the insert and before the unlink
+        loads them twice: the fold reads each key once."""
+        if self.path is None or not self.path.exists():
+            return
+        with self.store.transaction() as conn, self.path.open(encoding="utf-8") as lines:
+            if _exists(self.store, conn, self.table):  # else no run of this engine left it
+                chunk: list[tuple[str, Sequence[str]]] = []
+                for line in lines:
+                    try:
+                        chunk.append(tuple(json.loads(line)))
+                    except ValueError:
+                        break  # torn by a kill: the batch in flight, unconfirmed
+                    if sum(len(keys) for _, keys in chunk) >= READ_CHUNK_ROWS:
+                        self._insert(conn, chunk)
+                        chunk = []
+                self._insert(conn, chunk)
+        self.path.unlink()
+
+    def _insert(self, conn: sa.Connection, batches: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for op in {op for op, _ in batches}:
+            keys = [key for each, batch in batches if each == op for key in batch]
+            with _keys_table(self.store, conn, keys) as key_table:
+                conn.exec_driver_sql(
+                    f"INSERT INTO {_sql(self.store, self.table)} "
+                    f"SELECT entity_key, '{op}' FROM {key_table}"
+                )
 
 
 def _commit_confirmed(
@@ -538,7 +676,8 @@ def _commit_confirmed(
             )
             conn.exec_driver_sql(
                 f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables, prefix='c.')} "
-                f"FROM {_sql(store, tables.changes)} AS c JOIN {log} AS k "
+                f"FROM {_sql(store, tables.changes)} AS c "
+                f"JOIN (SELECT DISTINCT entity_key, operation FROM {log}) AS k "
                 "ON k.entity_key = c.entity_key AND k.operation = c.operation "
                 "WHERE c.operation <> 'remove'"
             )
@@ -550,6 +689,7 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
     """Finish what a failed or killed run left: fold what an immediate destination
     confirmed into the snapshot, and publish a file that was committed but not published."""
     confirmed = _confirmed_table(store, tables, deferred=False)
+    _ConfirmationLog(store, confirmed).load()
     with store.transaction() as conn:
         state = _state(store, conn, tables, job.sync_id)
         token = state.get("pending_token")

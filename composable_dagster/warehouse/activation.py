@@ -57,6 +57,10 @@ ACTIVATION_CATALOG = "activation"  # DuckDB names an attached file's catalog aft
 ACTIVATION_SCHEMA = "composable_activation"
 WAREHOUSE_ALIAS = "warehouse"
 MEMBERSHIP_STATS = "membership_stats"  # per audience: version, log reach, keyless rows
+# Per audience: the member count of the last materialization whose checks passed (or were
+# overridden), what the member-drop check compares with. Its own table, written only after
+# the checks, so `replace_members` never touches it.
+MEMBERSHIP_BASE = "membership_base"
 # Materializations the membership log keeps: a sync that fell further behind diffs in full.
 MEMBERSHIP_LOG_VERSIONS = 30
 _STATEMENT_TIMER = "composable_statement_timer"  # the running statement's, in Connection.info
@@ -71,6 +75,9 @@ class MembershipChange:
     added: int | None
     removed: int | None
     rows_without_key: int = 0  # rows that matched but have a NULL key: never members
+    # The member count of the last materialization whose checks passed (`record_base`);
+    # None when none was recorded (a store older than the record, or no run passed yet).
+    base_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,12 @@ class ActivationStore:
         else:
             self.path = None
             self.url = warehouse_url
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where a sync run keeps the rows it is delivering, out of the store's lock
+        (sync/engine.py): unlinked files, gone when the run ends or dies."""
+        return self.home / "spool"
 
     @cached_property
     def engine(self) -> sa.Engine:
@@ -210,6 +223,9 @@ class ActivationStore:
         Each materialization is a new version; the keys it added, removed or re-hashed go
         to the membership log, so a sync that last caught up with version V can diff only
         the keys logged since (`MembershipStats.log_from` tells how far back that works).
+
+        The change carries the audience's base (`record_base`) as it was; storing a
+        membership never moves it.
         """
         current = self.members_table(audience_id)
         staging = self.table(f"staging_{audience_id.replace('-', '')}")
@@ -234,7 +250,8 @@ class ActivationStore:
             self._ensure_log(conn, audience_id, like=staging)
             previous = self.membership_stats(conn, audience_id)
             version = previous.version + 1 if previous else 1
-            change = MembershipChange(member_count, None, None, None, without_key)
+            base = self._base(conn, audience_id)
+            change = MembershipChange(member_count, None, None, None, without_key, base)
             log_from = version  # the log covers nothing before this version, unless...
             if self.exists(conn, current):
                 previous_count = self._count(conn, current)
@@ -246,7 +263,9 @@ class ActivationStore:
                     log_from = max(previous.log_from, version - MEMBERSHIP_LOG_VERSIONS)
                 else:
                     added, removed = self._key_differences(conn, new=staging, old=current)
-                change = MembershipChange(member_count, previous_count, added, removed, without_key)
+                change = MembershipChange(
+                    member_count, previous_count, added, removed, without_key, base
+                )
                 conn.exec_driver_sql(f"DROP TABLE {current_sql}")
             conn.exec_driver_sql(f"ALTER TABLE {staging_sql} RENAME TO {new_name}")
             self._set_stats(conn, audience_id, MembershipStats(version, log_from, without_key))
@@ -266,17 +285,52 @@ class ActivationStore:
         return MembershipStats(*(int(v) for v in row)) if row is not None else None
 
     def _set_stats(self, conn: sa.Connection, audience_id: str, stats: MembershipStats) -> None:
-        table = self._sql(self.table(MEMBERSHIP_STATS))
+        values = {"version": stats.version, "log_from": stats.log_from,
+                  "rows_without_key": stats.rows_without_key}  # fmt: skip
+        self._put_audience_row(conn, self.table(MEMBERSHIP_STATS), audience_id, values)
+
+    def record_base(self, *, audience_id: str, member_count: int) -> None:
+        """Make `member_count` the audience's base: the count its next member-drop check
+        compares with. Called once the checks of a materialization passed (or were
+        overridden), in a transaction of its own: a run that dies before it leaves the
+        previous base, so the next run is judged against that one."""
+        with self.transaction() as conn:
+            self._put_audience_row(
+                conn, self.table(MEMBERSHIP_BASE), audience_id, {"member_count": member_count}
+            )
+
+    def _put_audience_row(
+        self, conn: sa.Connection, table: exp.Table, audience_id: str, values: Mapping[str, int]
+    ) -> None:
+        """Replace the audience's row of a shared table of ours, made on first use with a
+        BIGINT column per key of `values` (our column names, never input)."""
+        table_sql = self._sql(table)
+        columns = ", ".join(f"{name} BIGINT" for name in values)
         conn.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {table} (audience_id VARCHAR PRIMARY KEY, "
-            "version BIGINT, log_from BIGINT, rows_without_key BIGINT)"
+            f"CREATE TABLE IF NOT EXISTS {table_sql} (audience_id VARCHAR PRIMARY KEY, {columns})"
         )
-        conn.execute(sa.text(f"DELETE FROM {table} WHERE audience_id = :a"), {"a": audience_id})
         conn.execute(
-            sa.text(f"INSERT INTO {table} VALUES (:a, :v, :f, :n)"),
-            {"a": audience_id, "v": stats.version, "f": stats.log_from,
-             "n": stats.rows_without_key},
-        )  # fmt: skip
+            sa.text(f"DELETE FROM {table_sql} WHERE audience_id = :audience_id"),
+            {"audience_id": audience_id},
+        )
+        names = ["audience_id", *values]
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table_sql} ({', '.join(names)}) "
+                f"VALUES ({', '.join(':' + n for n in names)})"
+            ),
+            {"audience_id": audience_id, **values},
+        )
+
+    def _base(self, conn: sa.Connection, audience_id: str) -> int | None:
+        table = self.table(MEMBERSHIP_BASE)
+        if not self.exists(conn, table):
+            return None
+        count = conn.execute(
+            sa.text(f"SELECT member_count FROM {self._sql(table)} WHERE audience_id = :a"),
+            {"a": audience_id},
+        ).scalar_one_or_none()
+        return int(count) if count is not None else None
 
     def _ensure_log(self, conn: sa.Connection, audience_id: str, *, like: exp.Table) -> None:
         """The audience's membership log, with the key hash typed as in `like`."""

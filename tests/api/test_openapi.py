@@ -119,7 +119,8 @@ TRUTH = [
     ("POST", f"{WS}/audiences", {"400", "409", "413"}, {"404", "502", "503"}),
     ("DELETE", f"{WS}/api-keys/{{key_id}}", {"404"}, {"409", "413"}),
     ("GET", f"{WS}/audience-syncs/{{sync_id}}", {"404"}, {"503", "502"}),
-    ("POST", f"{WS}/audience-syncs/{{sync_id}}/trigger", {"404", "503"}, {"409", "413"}),
+    # Its body ({"override_safety": true}) is optional: 400 and 413 apply when one is sent.
+    ("POST", f"{WS}/audience-syncs/{{sync_id}}/trigger", {"400", "404", "413", "503"}, {"409"}),
     ("GET", f"{WS}/audience-syncs/{{sync_id}}/runs/{{run_id}}", {"404", "503"}, {"409"}),
     ("DELETE", f"{WS}/audiences/{{aud_id}}/splits/{{split_id}}", {"404", "409"}, {"413"}),
 ]

@@ -130,6 +130,31 @@ def test_trigger_without_dagster_is_503(client: TestClient, tenant: Tenant, setu
     assert response.json()["error"].startswith("dagster: cannot reach")
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"override_safety": "yes"}, "override_safety: Input should be a valid boolean"),
+        ({"override_safety": 1}, "override_safety: Input should be a valid boolean"),
+        ({"override_safety": None}, "override_safety: Input should be a valid boolean"),
+        ({"override": True}, "override: Extra inputs are not permitted"),
+        ([True], "body: Input should be a valid dictionary"),
+    ],
+)
+def test_a_trigger_body_is_validated_before_dagster_is_asked(
+    client: TestClient, tenant: Tenant, setup: dict, body: object, error: str
+) -> None:
+    created = client.post(
+        tenant.url("/audience-syncs"), json=seed_body(setup), headers=tenant.headers
+    )
+    url = tenant.url(f"/audience-syncs/{created.json()['id']}/trigger")
+    response = client.post(url, json=body, headers=tenant.headers)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
+    # A body the trigger accepts goes on to Dagster (absent here: 503), with or without it.
+    for accepted in ({"override_safety": True}, {"override_safety": False}, {}, None):
+        assert client.post(url, json=accepted, headers=tenant.headers).status_code == 503
+
+
 def test_other_workspace_sees_no_syncs(
     client: TestClient, tenant: Tenant, other_tenant: Tenant, setup: dict
 ) -> None:

@@ -8,6 +8,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +23,11 @@ from sqlglot import exp
 from composable_dagster.catalog.db import catalog_session, upgrade_catalog
 from composable_dagster.catalog.tables import Audience, Model
 from composable_dagster.catalog.workspaces import create_workspace
-from composable_dagster.defs.audiences import AudienceAssetSpec, build_audience_assets
+from composable_dagster.defs.audiences import (
+    AudienceAssetSpec,
+    build_audience_assets,
+    membership_checks,
+)
 from composable_dagster.defs.resources import ActivationStoreResource, CatalogResource
 from composable_dagster.errors import WarehouseError
 from composable_dagster.filters import compile_members
@@ -32,6 +38,7 @@ from composable_dagster.filters.schema import (
     EntityType,
     ModelDef,
 )
+from composable_dagster.names import TAG_OVERRIDE_SAFETY
 from composable_dagster.warehouse.activation import (
     ActivationStore,
     MembershipChange,
@@ -273,35 +280,53 @@ def test_postgres_run_statements_stop_at_the_run_timeout(pg_url: str, tmp_path: 
     store.engine.dispose()
 
 
-def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path: Path) -> None:
-    """DuckDB suggested `Did you mean "activation.composable_activation.members_<id>"?` for a
-    misspelled table: the run's error (which the API shows) named other audiences' tables."""
-    url, home = customers_warehouse(tmp_path), tmp_path / "home"
-    ActivationStore(warehouse_url=url, home=home).replace_members(
-        audience_id="a-1", members=_members("duckdb", 49)
-    )  # the table members_a1, which the misspelled name below is near
-    # A real catalog holding the audience: its run reads the tree from there.
+@dataclass(frozen=True)
+class CatalogAudience:
+    """An audience in a real catalog (SQLite file) and its asset: a run reads the tree from
+    the catalog, as in production."""
+
+    spec: AudienceAssetSpec
+    catalog: CatalogResource
+
+    def materialize(
+        self, *, warehouse_url: str, home: Path, tags: dict[str, str] | None = None
+    ) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [build_audience_assets([self.spec], name="acme__audiences")],
+            resources={
+                "activation": ActivationStoreResource(home=str(home), warehouse_url=warehouse_url),
+                "catalog": self.catalog,
+            },
+            tags=tags,
+            raise_on_error=False,
+        )
+
+
+def catalog_audience(
+    tmp_path: Path, *, name: str, source_table: str, columns: list[dict], tree: dict
+) -> CatalogAudience:
+    """A workspace "Acme" with a parent model over analytics.<source_table> keyed by
+    customer_id, and an audience `name` of it with `tree` (at most 50% may leave a run)."""
     catalog_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     upgrade_catalog(catalog_url)
     with catalog_session(catalog_url) as session:
         workspace = create_workspace(session, name="Acme")
         model = Model(
-            workspace_id=workspace.id, name="typo", model_type="table", status="ready",
-            source_schema="analytics", source_table="members_a1", entity_type="parent",
-            primary_key_column="customer_id",
-            columns=[{"name": "customer_id", "type": "VARCHAR", "kind": "text"}],
+            workspace_id=workspace.id, name=name, model_type="table", status="ready",
+            source_schema="analytics", source_table=source_table, entity_type="parent",
+            primary_key_column="customer_id", columns=columns,
         )  # fmt: skip
         session.add(model)
         session.flush()
         audience = Audience(
-            workspace_id=workspace.id, parent_model_id=model.id, name="typo", slug="typo",
-            status="ready", filter_tree={"type": "and", "children": []},
+            workspace_id=workspace.id, parent_model_id=model.id, name=name, slug=name,
+            status="ready", filter_tree=tree,
         )  # fmt: skip
         session.add(audience)
         session.flush()
         audience_id = audience.id
     spec = AudienceAssetSpec(
-        key=dg.AssetKey(["acme", "typo"]), audience_id=audience_id, name="typo",
+        key=dg.AssetKey(["acme", name]), audience_id=audience_id, name=name,
         description="", group_name="acme", deps=[], kind="duckdb", max_member_drop=0.5,
     )  # fmt: skip
     catalog = CatalogResource(
@@ -309,20 +334,146 @@ def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path
         secret_key_file=str(tmp_path / "secret.key"),
         export_root=str(tmp_path / "exports"),
     )
-    result = dg.materialize(
-        [build_audience_assets([spec], name="acme__audiences")],
-        resources={
-            "activation": ActivationStoreResource(home=str(home), warehouse_url=url),
-            "catalog": catalog,
-        },
-        raise_on_error=False,
-    )
+    return CatalogAudience(spec=spec, catalog=catalog)
+
+
+def test_a_failed_materialization_names_no_part_of_the_activation_store(tmp_path: Path) -> None:
+    """DuckDB suggested `Did you mean "activation.composable_activation.members_<id>"?` for a
+    misspelled table: the run's error (which the API shows) named other audiences' tables."""
+    url, home = customers_warehouse(tmp_path), tmp_path / "home"
+    ActivationStore(warehouse_url=url, home=home).replace_members(
+        audience_id="a-1", members=_members("duckdb", 49)
+    )  # the table members_a1, which the misspelled name below is near
+    typo = catalog_audience(
+        tmp_path, name="typo", source_table="members_a1",
+        columns=[{"name": "customer_id", "type": "VARCHAR", "kind": "text"}],
+        tree={"type": "and", "children": []},
+    )  # fmt: skip
+    result = typo.materialize(warehouse_url=url, home=home)
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error
     assert "typo: Catalog Error: Table with name members_a1 does not exist!" in error.message
     assert "activation." not in error.message
     # Nor do its causes, which Dagster stores with the run.
     assert "composable_activation" not in error.to_string()
+
+
+CUSTOMER_COLUMNS = [
+    {"name": "customer_id", "type": "VARCHAR", "kind": "text"},
+    {"name": "score", "type": "INTEGER", "kind": "number"},
+]
+EVERYONE = {"type": "and", "children": []}
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def _duckdb_warehouse(tmp_path: Path) -> tuple[str, Callable[[str], None]]:
+    url = customers_warehouse(tmp_path)
+    path = url.removeprefix("duckdb:///")
+
+    def execute(sql: str) -> None:
+        with duckdb.connect(path) as con:
+            con.execute(sql)
+
+    return url, execute
+
+
+def _postgres_warehouse(pg_url: str) -> tuple[str, Callable[[str], None]]:
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    postgres_customers(engine)
+
+    def execute(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
+    return pg_url, execute
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_the_member_drop_check_holds_until_the_membership_recovers_or_an_override(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The drop is measured from the last membership that passed its checks: a collapse
+    stored by a failed run does not become the next run's base (it did: the second trigger
+    of a collapsed audience passed and its mirror removed 60% of the destination)."""
+    url, execute = (
+        _duckdb_warehouse(tmp_path)
+        if engine == "duckdb"
+        else _postgres_warehouse(request.getfixturevalue("pg_url"))
+    )
+    home = tmp_path / "home"
+    audience = catalog_audience(
+        tmp_path, name="everyone", source_table="customers", columns=CUSTOMER_COLUMNS,
+        tree=EVERYONE,
+    )  # fmt: skip
+
+    def materialize(tags: dict[str, str] | None = None) -> dict[str, dg.AssetCheckEvaluation]:
+        return _checks(audience.materialize(warehouse_url=url, home=home, tags=tags))
+
+    assert all(c.passed for c in materialize().values())  # 100 members: the base
+    execute("DELETE FROM analytics.customers WHERE score >= 40")  # 60% leave
+    for attempt in ("collapse", "the same collapse again"):
+        checks = materialize()
+        drop = checks["member_count_drop"]
+        assert drop.passed is False, attempt
+        assert drop.metadata["base_member_count"].value == 100, attempt
+        assert drop.description.startswith("the member count fell 60.0% (from 100 to 40)")
+        assert checks["not_empty"].passed is True
+    assert drop.metadata["previous_member_count"].value == 40  # what the old check used
+
+    # A person looked and lets it through: both checks pass, saying what they saw.
+    checks = materialize({TAG_OVERRIDE_SAFETY: "true"})
+    assert all(c.passed for c in checks.values())
+    assert checks["member_count_drop"].description == (
+        f"overridden ({TAG_OVERRIDE_SAFETY}=true): the member count went from 100 to 40, "
+        "a drop of 60.0% (50% allowed)"
+    )
+    assert checks["member_count_drop"].metadata["overridden"].value is True
+
+    # The override moved the base to 40: 40 -> 25 is a 37.5% drop (from 100 it would be 75%).
+    execute("DELETE FROM analytics.customers WHERE score >= 25")
+    checks = materialize()
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["member_count_drop"].metadata["base_member_count"].value == 40
+    assert checks["member_count_drop"].description is None
+    assert (
+        ActivationStore(warehouse_url=url, home=home).member_count(audience.spec.audience_id) == 25
+    )
+
+
+def _change(count: int, *, previous: int | None, base: int | None) -> MembershipChange:
+    return MembershipChange(count, previous, None, None, base_count=base)
+
+
+@pytest.mark.parametrize(
+    ("change", "overridden", "not_empty", "no_drop"),
+    [
+        (_change(100, previous=None, base=None), False, True, True),  # first materialization
+        (_change(0, previous=None, base=None), False, False, True),
+        (_change(40, previous=100, base=None), False, True, False),  # a store with no base
+        (_change(60, previous=100, base=None), False, True, True),
+        (_change(40, previous=40, base=100), False, True, False),  # the base, not previous
+        (_change(60, previous=40, base=100), False, True, True),
+        (_change(100, previous=100, base=200), False, True, True),  # exactly 50%: allowed
+        (_change(99, previous=200, base=200), False, True, False),
+        (_change(300, previous=100, base=100), False, True, True),  # growth
+        (_change(5, previous=0, base=0), False, True, True),  # from an empty one: no drop
+        (_change(0, previous=100, base=100), False, False, False),
+        (_change(0, previous=100, base=100), True, True, True),  # overridden
+        (_change(40, previous=40, base=100), True, True, True),
+    ],
+)
+def test_membership_checks(
+    change: MembershipChange, overridden: bool, not_empty: bool, no_drop: bool
+) -> None:
+    results = membership_checks(
+        change, asset_key=dg.AssetKey("a"), max_member_drop=0.5, overridden=overridden
+    )
+    assert [r.passed for r in results] == [not_empty, no_drop]
+    assert all((r.description is None) == r.passed for r in results if not overridden)
+    assert all(r.description.startswith("overridden (") for r in results if overridden)
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,22 @@ def test_large_batches_are_split_with_derived_idempotency_keys(receiver: Receive
     assert DESTINATION.batch_size(connector.config) == 2
 
 
+def test_a_part_failing_for_good_keeps_the_parts_before_it_confirmed(
+    receiver: Receiver,
+) -> None:
+    """Request 3 of 4 exhausts its retries: the error says requests 1 and 2 were applied
+    (the engine commits them), and which of them the receiver rejected."""
+    receiver.script.extend(
+        [("status", 200, {}, b"ok"), ("status", 422, {}, b"bad"), ("status", 503, {}, b"down")]
+    )
+    connector = open_connector(receiver.url, batch_size=2, max_retries=0)
+    with pytest.raises(DeliveryError, match="HTTP 503") as raised:
+        connector.deliver(make_batch(["a", "b", "c", "d", "e", "f", "g"]))
+    assert raised.value.confirmed == ("a", "b")
+    assert raised.value.failed == {"c": "HTTP 422: bad", "d": "HTTP 422: bad"}
+    assert len(receiver.requests) == 3  # request 4 was never sent
+
+
 def test_unsigned_requests_carry_no_signature(receiver: Receiver) -> None:
     connector = open_connector(receiver.url, signing_secret=None, headers={})
     connector.deliver(make_batch(["a"]))

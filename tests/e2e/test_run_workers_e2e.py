@@ -41,8 +41,11 @@ def _api(system: RunningSystem, method: str, path: str, **kw: object) -> httpx.R
     )
 
 
-def _hook_sync(system: RunningSystem, demo_env: DemoEnv, url: str) -> tuple[str, list[str]]:
-    """A sync of a small audience to the webhook at `url`: (sync id, its two asset paths)."""
+def _hook_sync(
+    system: RunningSystem, demo_env: DemoEnv, url: str, **config: object
+) -> tuple[str, list[str]]:
+    """A sync of a small audience to the webhook at `url` (and `config`): (sync id, its two
+    asset paths)."""
     out, tag = demo_env.init_output, uuid.uuid4().hex[:6]
     audience = _api(system, "POST", "/audiences", json={
         "name": f"Workers {tag}", "parent_model_id": out["model_ids"]["customers"],
@@ -52,7 +55,8 @@ def _hook_sync(system: RunningSystem, demo_env: DemoEnv, url: str) -> tuple[str,
     })  # fmt: skip
     assert audience.status_code == 201, audience.text
     destination = _api(system, "POST", "/destinations", json={
-        "name": f"Workers hook {tag}", "destination_type": "webhook", "config": {"url": url},
+        "name": f"Workers hook {tag}", "destination_type": "webhook",
+        "config": {"url": url, **config},
     })  # fmt: skip
     assert destination.status_code == 201, destination.text
     sync = _api(system, "POST", "/audience-syncs", json={
@@ -123,6 +127,45 @@ def test_terminating_a_run_interrupts_its_worker_and_cancels_it(
     while os.path.exists(f"/proc/{pid}"):
         assert time.monotonic() < deadline, "the interrupted worker did not exit"
         time.sleep(0.2)
+
+
+def test_a_failed_run_counts_what_the_destination_confirmed(
+    running_system: RunningSystem, demo_env: DemoEnv, receiver: Receiver
+) -> None:
+    """Request 4 fails for good: the run fails with the destination's answer, counts the
+    9 members of requests 1-3, and the next run sends only the others."""
+    system = running_system
+    receiver.script.extend([("status", 200, {}, b"ok")] * 3 + [("status", 503, {}, b"down")])
+    sync_id, _ = _hook_sync(system, demo_env, receiver.url, batch_size=3, max_retries=0)
+    failed = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+    assert failed["status"] == "failed", failed
+    assert "HTTP 503" in failed["error"], failed
+    assert (failed["rows_added"], failed["rows_processed"]) == (9, 9), failed
+
+    rerun = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+    assert rerun["status"] == "completed", rerun
+    keys = [rec["key"] for r in receiver.requests for rec in r.json()["records"]]
+    members = rerun["rows_added"] + 9
+    assert len(set(keys)) == members > 12
+    assert len(keys) == members + 3  # only the refused request was sent twice
+
+
+def test_a_cancelled_run_counts_what_the_destination_confirmed(
+    running_system: RunningSystem, demo_env: DemoEnv, receiver: Receiver
+) -> None:
+    system = running_system
+    receiver.script.extend([("status", 200, {}, b"ok")] * 2 + [("sleep", 60)])
+    sync_id, _ = _hook_sync(system, demo_env, receiver.url, batch_size=3)
+    run_id = trigger(system, sync_id).json()["id"]
+    deadline = time.monotonic() + 120
+    while len(receiver.requests) < 3:  # in the third request, which hangs
+        assert time.monotonic() < deadline, "the run never reached its third request"
+        time.sleep(0.2)
+    result = system.dagster.query(_TERMINATE, {"runId": run_id})["terminateRun"]
+    assert result["__typename"] == "TerminateRunSuccess", result
+    run = wait_for(system, sync_id, run_id)
+    assert run["status"] == "cancelled", run
+    assert run["rows_added"] == 6, run
 
 
 def test_a_killed_worker_fails_its_run_and_frees_the_sync(

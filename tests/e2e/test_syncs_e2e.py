@@ -53,10 +53,11 @@ def wait_for(system: RunningSystem, sync_id: str, run_id: str) -> dict:
     pytest.fail(f"run {run_id} did not finish")
 
 
-def trigger(system: RunningSystem, sync_id: str) -> httpx.Response:
+def trigger(system: RunningSystem, sync_id: str, body: dict | None = None) -> httpx.Response:
+    """POST the sync's trigger: no body (the seed's call), or `body`."""
     return httpx.post(
         f"{system.workspace_url}/audience-syncs/{sync_id}/trigger",
-        headers=system.headers, timeout=120,
+        json=body, headers=system.headers, timeout=120,
     )  # fmt: skip
 
 

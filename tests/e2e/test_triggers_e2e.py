@@ -9,6 +9,8 @@ import time
 import httpx
 import pytest
 
+from composable_dagster.names import TAG_OVERRIDE_SAFETY
+
 from ..conftest import DemoEnv, RunningSystem
 from .test_syncs_e2e import trigger, wait_for
 
@@ -139,6 +141,44 @@ def test_edits_of_content_never_reload_and_the_next_run_uses_them(
     ), blocked["error"]
     sync = _send(system, "GET", f"/audience-syncs/{sync_id}", {})
     assert (sync["status"], sync["status_error"]) == ("error", blocked["error"])
+
+
+def test_a_collapse_stops_every_trigger_until_one_overrides_it(
+    running_system: RunningSystem, demo_env: DemoEnv
+) -> None:
+    """The audience's drop check compares with the last membership that passed: the second
+    trigger after a collapse is stopped too (it used to pass and remove what the first one
+    kept). `{"override_safety": true}` lets one run through, and that one becomes the base."""
+    system = running_system
+    audience_id, sync_id = _audience_and_sync(system, demo_env, "Collapsed twice")
+    first = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+    assert first["status"] == "completed", first
+    delivered = first["rows_added"]
+
+    _send(system, "PUT", f"/audiences/{audience_id}", {"filter_tree": _ltv_tree(4900)})
+    for attempt in ("collapse", "the same collapse again"):
+        blocked = wait_for(system, sync_id, trigger(system, sync_id).json()["id"])
+        assert blocked["status"] == "failed", (attempt, blocked)
+        assert blocked["error"].startswith(
+            "check member_count_drop of demo/audiences/collapsed_twice stopped the run: "
+            "the member count fell "
+        ), (attempt, blocked["error"])
+        assert blocked["rows_removed"] == 0, (attempt, blocked)
+        assert TAG_OVERRIDE_SAFETY not in system.dagster.run(blocked["id"]).tags
+
+    overridden = trigger(system, sync_id, {"override_safety": True})
+    assert overridden.status_code == 201, overridden.text
+    run = wait_for(system, sync_id, overridden.json()["id"])
+    assert run["status"] == "completed", run
+    assert system.dagster.run(run["id"]).tags[TAG_OVERRIDE_SAFETY] == "true"
+    [latest] = system.dagster.materializations(["demo", "audiences", "collapsed_twice"], limit=1)
+    members = latest["metadata"]["member_count"]
+    assert run["rows_removed"] == delivered - members > 0  # the mirror applied the collapse
+
+    # The override moved the base: the same membership passes without it, sending nothing.
+    after = wait_for(system, sync_id, trigger(system, sync_id, {}).json()["id"])
+    assert after["status"] == "completed", after
+    assert (after["rows_added"], after["rows_removed"]) == (0, 0), after
 
 
 def test_two_triggers_at_once_launch_one_run(

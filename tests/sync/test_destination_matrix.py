@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from composable_dagster.destinations.base import DeliveryError
-from tests.webhook_receiver import Receiver
+from composable_dagster.sync.engine import run_sync
+from tests.webhook_receiver import Receiver, serving_receiver
 
 from .conftest import CUSTOMERS, SYNC_ID, World, key
 
@@ -162,3 +167,74 @@ def test_batches_confirmed_before_a_failure_are_not_sent_again(
     ]
     assert sorted(delivered) == sorted(members)  # every member once: none lost, none twice
     assert len(sent) == len(members) + 5  # the refused batch was the only one sent twice
+
+
+def test_the_destination_batch_size_is_what_goes_on_the_wire(
+    world: World, receiver: Receiver
+) -> None:
+    """One request per batch of the config's `batch_size` (the engine once cut 500 whatever
+    it said), or of the sync's own `batch_size` when that is smaller."""
+    world.members(0)
+    world.run(world.job(destination="webhook", config={"url": receiver.url, "batch_size": 1000},
+                        mode="mirror"))  # fmt: skip
+    assert [len(r.json()["records"]) for r in receiver.requests] == [CUSTOMERS]
+    receiver.requests.clear()
+    world.members(0, 700)
+    world.run(world.job(destination="webhook", config={"url": receiver.url, "batch_size": 120},
+                        mode="mirror", safety={"max_remove_share": 1.0}))  # fmt: skip
+    assert [len(r.json()["records"]) for r in receiver.requests] == [120, 120, 60]
+    assert all(":" not in r.headers["idempotency-key"] for r in receiver.requests)
+
+
+def test_requests_confirmed_before_request_k_fails_are_never_sent_again(
+    world: World, receiver: Receiver
+) -> None:
+    """Request 4 of 10 fails for good: requests 1-3 stay committed (the run reports them),
+    and the next run sends the other 700 members, none twice."""
+    receiver.script.extend([("status", 200, {}, b"ok")] * 3 + [("status", 503, {}, b"down")])
+    job = world.job(
+        destination="webhook", config={"url": receiver.url, "batch_size": 100, "max_retries": 0},
+        mode="mirror",
+    )  # fmt: skip
+    members = world.members(0)
+    seen: list = []
+    with pytest.raises(DeliveryError, match="HTTP 503"):
+        run_sync(world.store, job, run_id="run-a", now=datetime.now(UTC), progress=seen.append)
+    assert (seen[-1].added, seen[-1].failed) == (300, 0)  # what the failed run delivered
+    assert world.run(job).added == len(members) - 300
+    answers = ["ok"] * 3 + ["down"] + ["ok"] * 100
+    delivered = [
+        rec["key"]
+        for r, answer in zip(receiver.requests, answers, strict=False)
+        if answer == "ok"
+        for rec in r.json()["records"]
+    ]
+    assert len(delivered) == len(members) and set(delivered) == members
+
+
+def test_a_stalled_destination_holds_back_no_other_sync_or_audience(
+    world: World, receiver: Receiver
+) -> None:
+    """Sync A's receiver takes 5 s to answer (a slow endpoint, a Retry-After wait): while
+    A waits, sync B runs to the end and another audience materializes, on the same store."""
+    receiver.script.append(("sleep", 5.0))
+    with serving_receiver() as fast:
+        world.members(0)
+        stalled = world.job(destination="webhook", config={"url": receiver.url}, mode="mirror")
+        free = replace(
+            world.job(destination="webhook", config={"url": fast.url}, mode="mirror"),
+            sync_id="5e1f0000-0000-4000-8000-000000000002",
+        )
+        a = threading.Thread(target=world.run, args=(stalled,))
+        a.start()
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.requests, "sync A never reached its destination"
+        report = world.run(free)
+        world.members(100, audience_id="a0d10000-0000-4000-8000-000000000002")
+        assert a.is_alive(), "sync B and the audience should not have waited for sync A"
+        a.join(timeout=60)
+    assert report.added == CUSTOMERS
+    assert len({rec["key"] for r in fast.requests for rec in r.json()["records"]}) == CUSTOMERS
+    assert len(receiver.requests) == 2  # A went on: its 1,000 members in two requests

@@ -7,12 +7,13 @@ import csv
 import dataclasses
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from composable_dagster.spec.sync import GroupShare, split_ranges
-from composable_dagster.sync.engine import SyncSafetyError, recent_errors
+from composable_dagster.sync.engine import SyncSafetyError, recent_errors, run_sync
 
 from .conftest import AUDIENCE_ID, CUSTOMERS, SYNC_ID, World, key
 
@@ -142,6 +143,26 @@ def test_mass_removal_is_stopped(any_world: World, pg_url: str, target: sa.Engin
     relaxed = world.job(destination="postgres", config=pg_config(pg_url), mode="mirror",
                         safety={"max_remove_share": 0.9})  # fmt: skip
     assert world.run(relaxed).removed == 800
+
+
+def test_a_stopped_mass_removal_holds_until_a_run_overrides_it(
+    world: World, pg_url: str, target: sa.Engine
+) -> None:
+    """The stop holds run after run (the comparison is with what was delivered); a run a
+    person let through (`override_safety`) removes them, and says so in its log."""
+    world.members(0, CUSTOMERS)
+    job = world.job(destination="postgres", config=pg_config(pg_url), mode="mirror")
+    world.run(job)
+    world.members(800, CUSTOMERS)
+    for _ in range(2):
+        with pytest.raises(SyncSafetyError, match="would remove 800 of 1000"):
+            world.run(job)
+    assert len(table_state(target)) == CUSTOMERS
+    logged: list[str] = []
+    report = run_sync(world.store, job, run_id="run-override", now=datetime.now(UTC),
+                      log=logged.append, override_safety=True)  # fmt: skip
+    assert report.removed == 800 and len(table_state(target)) == 200
+    assert any("safety stop overridden" in line and "800 of 1000" in line for line in logged)
 
 
 def test_duplicate_keys_fail_with_a_reason_and_are_retried(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Body, status
 from fastapi.responses import JSONResponse
 
 from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError, RunInfo
@@ -23,12 +23,13 @@ from composable_dagster.api.runs import (
     ACTIVE_STATUSES,
     iso_timestamp,
     latest_by_sync,
+    run_counts,
     run_error,
     run_object,
     sync_runs,
     ui_base,
 )
-from composable_dagster.api.schemas import Deleted, SyncPublic, SyncRunPublic
+from composable_dagster.api.schemas import Deleted, SyncPublic, SyncRunCreate, SyncRunPublic
 from composable_dagster.catalog import syncs as service
 from composable_dagster.catalog.common import get_owned
 from composable_dagster.catalog.tables import Audience, Sync, Workspace
@@ -168,9 +169,15 @@ def trigger_sync(
     dagster: DagsterDep,
     reloads: ReloadsDep,
     settings: SettingsDep,
+    body: Annotated[SyncRunCreate | None, Body()] = None,
 ) -> Any:
     """Start a run of the sync with its audience; 201 with the run. While a run of this sync
-    is queued or running, that run is returned instead (200): runs never overlap."""
+    is queued or running, that run is returned instead (200): runs never overlap, and an
+    `override_safety` asked for then does not apply to it (the run keeps its own tags).
+
+    The body is optional: `{"override_safety": true}` tags the new run so that it passes
+    the safety stops once, a person's decision after a stop they have looked into."""
+    override_safety = body is not None and body.override_safety
     row = get_owned(session, Sync, workspace_id=caller.workspace_id, row_id=sync_id)
     audience_path, sync_path = asset_paths(session, row)
     ui = ui_base(dagster.url)
@@ -182,7 +189,12 @@ def trigger_sync(
         if active:
             existing = run_object(active[0], sync_id=row.id, metadata=None, error=None, ui=ui)
             return JSONResponse(existing, status_code=status.HTTP_200_OK)
-        tags = sync_run_tags(workspace_id=row.workspace_id, sync_id=row.id, trigger=TRIGGER_API)
+        tags = sync_run_tags(
+            workspace_id=row.workspace_id,
+            sync_id=row.id,
+            trigger=TRIGGER_API,
+            override_safety=override_safety,
+        )
         run = dagster.launch_assets([audience_path, sync_path], tags=tags)
     return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
 
@@ -229,14 +241,11 @@ def get_run(
     run = dagster.run(run_id)
     if run.tags.get(TAG_SYNC) != row.id:
         raise NotFoundError("run", run_id)
-    metadata = {
-        m["run_id"]: m["metadata"]
-        for m in dagster.materializations(asset_paths(session, row)[1], limit=100)
-    }
+    counts = run_counts(dagster, asset_paths(session, row)[1], limit=100)
     return run_object(
         run,
         sync_id=row.id,
-        metadata=metadata.get(run.run_id),
+        metadata=counts.get(run.run_id),
         error=run_error(dagster, run.run_id) if run.status == "FAILURE" else None,
         ui=ui_base(dagster.url),
     )
