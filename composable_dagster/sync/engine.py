@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +70,7 @@ ERROR_SAMPLE = 20
 # Rows per Arrow chunk a run reads back while delivering (at least a batch): what it holds
 # in memory at a time.
 READ_CHUNK_ROWS = 100_000
+LOAD_KEYS_PER_TRANSACTION = 1_000_000  # confirmations moved into the store per commit
 SENT_OPERATIONS = ("add", "update", "remove")
 
 
@@ -585,17 +586,18 @@ class _ConfirmationLog:
 
     Where a store transaction is cheap (PostgreSQL) each batch is a row insert. On DuckDB
     a transaction opens the store file and takes its lock (~40 ms, while a webhook batch
-    is 500 keys), so each batch is a JSON line appended to a file beside the store and
-    flushed to disk, and `load` moves the file into the table in one transaction: at the
-    end of the run, or in the next run's `_recover` after a kill. A line a kill tore is the
-    batch that was in flight: it is sent again, as before.
+    is 500 keys), so each batch is a small Arrow file in a directory beside the store,
+    written under a temporary name, flushed to disk and renamed, and `load` moves them into
+    the table: at the end of the run, or in the next run's `_recover` after a kill. A file
+    a kill left unrenamed is the batch that was in flight: it is sent again, as before.
     """
 
     def __init__(self, store: ActivationStore, table: exp.Table) -> None:
         self.store = store
         self.table = table
         local = store.dialect == "duckdb"
-        self.path = store.spool_dir / f"{table.name}.jsonl" if local else None
+        self.directory = store.spool_dir / table.name if local else None
+        self._files = 0
 
     def reset(self) -> None:
         """Empty: a new run starts its own log (what a killed run left was recovered)."""
@@ -603,50 +605,65 @@ class _ConfirmationLog:
             table = _sql(self.store, self.table)
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
             conn.exec_driver_sql(f"CREATE TABLE {table} (entity_key VARCHAR, operation VARCHAR)")
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory.mkdir(parents=True)
 
     def add(self, op: str, keys: Sequence[str]) -> None:
         if not keys:
             return
-        if self.path is None:
-            with self.store.transaction() as conn:
-                self._insert(conn, [(op, keys)])
+        if self.directory is None:
+            with self.store.transaction() as conn, _keys_table(self.store, conn, keys) as ks:
+                log = _sql(self.store, self.table)
+                conn.exec_driver_sql(f"INSERT INTO {log} SELECT entity_key, '{op}' FROM {ks}")
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps([op, list(keys)]) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+        rows = pa.table({
+            "entity_key": pa.array(keys, pa.string()),
+            "operation": pa.array([op] * len(keys), pa.string()),
+        })  # fmt: skip
+        self._files += 1
+        final = self.directory / f"{self._files:09d}.arrow"
+        partial = final.with_suffix(".partial")
+        with partial.open("wb") as sink:
+            with pa.ipc.new_file(sink, rows.schema) as writer:
+                writer.write_table(rows)
+            sink.flush()
+            os.fsync(sink.fileno())
+        partial.rename(final)
 
     def load(self) -> None:
-        """Move the batches of the local file into the table (the snapshot's fold reads
-        that), a chunk of keys at a time. A crash after the insert and before the unlink
-        loads them twice: the fold reads each key once."""
-        if self.path is None or not self.path.exists():
+        """Move the local batches into the table (the snapshot's fold reads that), a
+        transaction per million keys: DuckDB holds a transaction's inserts in memory until
+        it commits. A crash before the files are gone loads some twice: the fold reads each
+        key once."""
+        if self.directory is None or not self.directory.exists():
             return
-        with self.store.transaction() as conn, self.path.open(encoding="utf-8") as lines:
-            if _exists(self.store, conn, self.table):  # else no run of this engine left it
-                chunk: list[tuple[str, Sequence[str]]] = []
-                for line in lines:
-                    try:
-                        chunk.append(tuple(json.loads(line)))
-                    except ValueError:
-                        break  # torn by a kill: the batch in flight, unconfirmed
-                    if sum(len(keys) for _, keys in chunk) >= READ_CHUNK_ROWS:
-                        self._insert(conn, chunk)
-                        chunk = []
-                self._insert(conn, chunk)
-        self.path.unlink()
+        with self.store.transaction() as conn:
+            wanted = _exists(self.store, conn, self.table)  # else no run of this engine left it
+        chunk: list[pa.Table] = []
+        for path in sorted(self.directory.glob("*.arrow")) if wanted else ():
+            with pa.memory_map(str(path)) as source:
+                chunk.append(pa.ipc.open_file(source).read_all())
+            if sum(t.num_rows for t in chunk) >= LOAD_KEYS_PER_TRANSACTION:
+                with self.store.transaction() as conn:
+                    self._insert(conn, pa.concat_tables(chunk))
+                chunk = []
+        if chunk:
+            with self.store.transaction() as conn:
+                self._insert(conn, pa.concat_tables(chunk))
+        shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _insert(self, conn: sa.Connection, batches: Sequence[tuple[str, Sequence[str]]]) -> None:
-        for op in {op for op, _ in batches}:
-            keys = [key for each, batch in batches if each == op for key in batch]
-            with _keys_table(self.store, conn, keys) as key_table:
-                conn.exec_driver_sql(
-                    f"INSERT INTO {_sql(self.store, self.table)} "
-                    f"SELECT entity_key, '{op}' FROM {key_table}"
-                )
+    def _insert(self, conn: sa.Connection, rows: pa.Table) -> None:
+        """Insert `rows` (entity_key, operation) on DuckDB, straight from Arrow."""
+        raw = conn.connection.driver_connection
+        raw.register("composable_confirmed", rows)
+        try:
+            raw.execute(
+                f"INSERT INTO {_sql(self.store, self.table)} "
+                "SELECT entity_key, operation FROM composable_confirmed"
+            )
+        finally:
+            raw.unregister("composable_confirmed")
 
 
 def _commit_confirmed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,12 @@ SAMPLE_PERCENT = 5.0
 # `auto` keeps a sampled answer only when its 95% interval is within ±3% of it.
 MAX_RELATIVE_HALF_WIDTH = 0.03
 _Z95 = 1.96
+# What `auto` last learned of each parent model's size (the sampled query returns it), so
+# a model known to be small is counted exactly at once: one query, not the sample and then
+# the count. A size this old is asked again; a stale one only picks the slower path once,
+# it never changes an answer (the exact count is exact, a sample is kept only if precise).
+PARENT_ROWS_TTL_SECONDS = 300.0
+_parent_rows: dict[tuple[str, str, str], tuple[float, int]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +68,24 @@ def estimate_members(
     """Count members exactly, or from a block sample of a large parent model.
 
     `auto` samples only when the parent has at least SAMPLE_ABOVE_ROWS rows, and falls back
-    to the exact count when the sampled interval is wider than ±3% (small segments).
+    to the exact count when the sampled interval is wider than ±3% (small segments). A
+    parent it has seen below that size recently is counted exactly with no sample first.
     """
     common = {"tree": tree, "parent_model_id": parent_model_id, "schema": schema, "now": now,
               "audience_id": audience_id}  # fmt: skip
     can_sample = sampling_supported(
         parent_model_id=parent_model_id, schema=schema, dialect=warehouse.dialect
     )
-    if mode != "exact" and can_sample:
+    parent = schema.models[parent_model_id]
+    size_key = (str(warehouse.url), parent_model_id, parent.table or parent.sql or "")
+    known = _parent_rows.get(size_key)
+    if known is not None and time.monotonic() - known[0] > PARENT_ROWS_TTL_SECONDS:
+        known = None
+    small = known is not None and known[1] < SAMPLE_ABOVE_ROWS
+    if can_sample and (mode == "sampled" or (mode == "auto" and not small)):
         query = compile_sampled_count(dialect=warehouse.dialect, percent=SAMPLE_PERCENT, **common)
         row = warehouse.fetch(query.sql).rows[0]
+        _parent_rows[size_key] = (time.monotonic(), int(row["table_rows"]))
         sampled = _scale(
             sample_rows=int(row["sample_rows"]),
             sample_matches=int(row["sample_matches"]),

@@ -1,12 +1,24 @@
-"""Sampled estimates on a 2M-row parent model (a real DuckDB file)."""
+"""Sampled estimates on a 2M-row parent model, and `auto` on a small one (real DuckDB files)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
+from composable_dagster.filters.schema import (
+    CatalogSchema,
+    Column,
+    ColumnType,
+    EntityType,
+    ModelDef,
+)
+from composable_dagster.warehouse.audiences import Estimate, estimate_members
+from composable_dagster.warehouse.connection import Warehouse
 
 from .conftest import Tenant
 
@@ -89,3 +101,35 @@ def test_small_segment_falls_back_to_exact(
         headers=tenant.headers,
     )
     assert bad.status_code == 400 and bad.json()["error"].startswith("mode:")
+
+
+def test_auto_counts_a_parent_it_knows_is_small_in_one_query(tmp_path: Path) -> None:
+    """The first `auto` estimate of a 10k-row parent samples (learning its size) and then
+    counts; later ones count at once: one statement, the same exact answer."""
+    path = tmp_path / "small.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA analytics")
+        con.execute("""CREATE TABLE analytics.customers AS SELECT 'C' || i AS customer_id,
+                       (i % 1000)::DOUBLE AS lifetime_value FROM range(10000) t(i)""")
+    model = ModelDef(
+        id="customers", name="customers", entity_type=EntityType.PARENT,
+        primary_key="customer_id", table="analytics.customers",
+        columns={"customer_id": Column("customer_id", ColumnType.TEXT),
+                 "lifetime_value": Column("lifetime_value", ColumnType.NUMBER)},
+    )  # fmt: skip
+    warehouse = Warehouse(f"duckdb:///{path}", read_only=True)
+    statements: list[str] = []
+    sa.event.listen(warehouse.engine, "before_cursor_execute",
+                    lambda *args: statements.append(args[2]))  # fmt: skip
+    schema = CatalogSchema(models={"customers": model})
+
+    def estimate():
+        statements.clear()
+        return estimate_members(warehouse, tree=_ltv_over(899), parent_model_id="customers",
+                                schema=schema, now=datetime.now(UTC))  # fmt: skip
+
+    first, second = estimate(), None
+    assert len(statements) == 2 and "TABLESAMPLE" in statements[0].upper()
+    second = estimate()
+    assert len(statements) == 1 and "TABLESAMPLE" not in statements[0].upper()
+    assert first == second == Estimate(size=1000)
