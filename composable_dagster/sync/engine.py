@@ -225,7 +225,7 @@ def run_sync(
             _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
         confirmations.add(op, keys)
         tally.take(op, keys, failures)
-        progress(tally.report(diff=plan.incremental))
+        progress(tally.report(incremental=plan.incremental))
 
     try:
         confirmations.reset()
@@ -261,7 +261,7 @@ def run_sync(
     if full_snapshot:
         # Every member was written; what changed in the destination's copy is the diff.
         tally.counts = {op: planned.get(op, 0) for op in SENT_OPERATIONS}
-    return tally.report(diff=plan.incremental)
+    return tally.report(incremental=plan.incremental)
 
 
 @dataclass
@@ -279,7 +279,7 @@ class _Tally:
         self.failed += len(failures)
         self.errors.extend((k, op, v) for k, v in failures.items())
 
-    def report(self, *, diff: bool) -> SyncReport:
+    def report(self, *, incremental: bool) -> SyncReport:
         return SyncReport(
             planned={op: self.planned.get(op, 0) for op in SENT_OPERATIONS},
             added=self.counts["add"],
@@ -288,7 +288,7 @@ class _Tally:
             failed=self.failed,
             seconds=time.monotonic() - self.started,
             errors=tuple(self.errors[:ERROR_SAMPLE]),
-            diff="incremental" if diff else "full",
+            diff="incremental" if incremental else "full",
         )
 
 
