@@ -57,8 +57,11 @@ def demo_init(customers: int = 2000) -> tuple[Path, dict[str, str], dict]:
 
 
 @contextmanager
-def serving(cwd: Path, env: dict[str, str], init: dict) -> Iterator[DemoSystem]:
-    """`composable serve` over the demo in `cwd` until the block ends."""
+def serving(
+    cwd: Path, env: dict[str, str], init: dict, *, location: str = "composable"
+) -> Iterator[DemoSystem]:
+    """`composable serve` over the demo in `cwd` until the block ends; the client's code
+    location is `location`."""
     dagster_port, api_port = free_port(), free_port()
     serve_log = (cwd / "serve.log").open("w")
     serve = subprocess.Popen(
@@ -66,7 +69,7 @@ def serving(cwd: Path, env: dict[str, str], init: dict) -> Iterator[DemoSystem]:
          "--dagster-port", str(dagster_port), "--api-port", str(api_port)],
         cwd=cwd, env=env, start_new_session=True, stdout=serve_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    client = DagsterClient(f"http://127.0.0.1:{dagster_port}/graphql", location="composable")
+    client = DagsterClient(f"http://127.0.0.1:{dagster_port}/graphql", location=location)
     try:
         deadline = time.monotonic() + 300
         for url in (f"http://127.0.0.1:{dagster_port}/server_info",

@@ -1,6 +1,7 @@
 """Code-location load and reload time against the number of audiences (each with one sync).
 
-    python benchmarks/definitions_load.py [--counts 10 100 1000] [--api-creates 1000]
+    python benchmarks/definitions_load.py [--counts 10 100 1000] [--code-locations N]
+                                          [--api-creates 1000]
 
 Builds a small demo workspace in a temporary directory, starts `composable serve`, and for
 each count adds audiences (and a scheduled sync per audience) to the catalog, then times:
@@ -17,6 +18,10 @@ each count adds audiences (and a scheduled sync per audience) to the catalog, th
 - assetNodes and group graph: a timed GraphQL `assetNodes` query (every asset key) and the
   query the UI's asset graph page of the workspace's group sends;
 - peak RSS (VmHWM) of the webserver, the daemon and the catalog's code server at the end.
+With `--code-locations N` (COMPOSABLE_CODE_LOCATIONS), the catalog is split into N code
+locations (catalog/graph.py): "load" is one location's (shard 0) fresh build, "reload" that
+of the location the new audience fell in, "group graph" shard 0's part of the group, and
+the code server's peak RSS the largest of the N.
 One load runs first and is not counted: the first load after `init` writes the dbt manifest
 (`dbt parse`, about 8 s) and meets cold caches, which once made the baseline larger than
 every loaded figure. Prints a markdown table; docs/benchmarks.md records a run.
@@ -39,9 +44,11 @@ from pathlib import Path
 import httpx
 from _serve import DemoSystem, demo_init, file_sync, run_events, serving
 
+from composable_dagster.api.app import graph_reader
 from composable_dagster.api.dagster_client import DagsterClient
 from composable_dagster.catalog.db import catalog_session
 from composable_dagster.catalog.tables import Audience, Sync
+from composable_dagster.names import location_names
 from composable_dagster.settings import Settings
 
 LOAD_SNIPPET = (
@@ -78,15 +85,23 @@ def _reload_seconds(
 ) -> tuple[float, int]:
     """Median reload after a change of the graph, as a create causes: before each, one more
     audience (with its scheduled sync) is added and Dagster left to settle (the daemon
-    refreshes after the webserver), so each reload builds new definitions. Returns it and
-    the audience count reached."""
+    refreshes after the webserver), so each reload builds new definitions; the location
+    reloaded is the one the new audience fell in, as the API would. Returns it and the
+    audience count reached."""
     seconds = []
     for _ in range(repeats):
         count += 1
         _grow_catalog(settings, init, count)
         time.sleep(SETTLE_SECONDS)
-        seconds.append(client.reload_location())
+        seconds.append(client.reload_location(_location_of_audience(settings, count - 1)))
     return statistics.median(seconds), count
+
+
+def _location_of_audience(settings: Settings, index: int) -> str:
+    """The code location that builds bench audience `index` (and its sync)."""
+    with catalog_session(settings.resolved_catalog_url) as session:
+        sync_id = session.query(Sync.id).filter(Sync.slug == f"bench_sync_{index}").scalar()
+    return graph_reader(settings)().sync_locations[sync_id]
 
 
 # What the UI's asset graph page asks for a group (the fields its layout needs).
@@ -106,7 +121,7 @@ def _graph_queries(system: DemoSystem) -> tuple[float, float, int]:
     nodes = system.dagster.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
     all_nodes = time.perf_counter() - started
     group = {"groupName": "demo", "repositoryName": "__repository__",
-             "repositoryLocationName": "composable"}  # fmt: skip
+             "repositoryLocationName": system.dagster.location}  # fmt: skip
     started = time.perf_counter()
     system.dagster.query(_GROUP_GRAPH, {"group": group})
     return all_nodes, time.perf_counter() - started, len(nodes)
@@ -216,22 +231,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--api-creates", type=int, default=0)
+    parser.add_argument("--code-locations", type=int, default=1)
     args = parser.parse_args()
     if args.api_creates:
         _api_creates(args.api_creates)
         return
     cwd, env, init = demo_init()
-    settings = Settings(home=cwd / ".composable")
+    locations = location_names("composable", args.code_locations)
+    env["COMPOSABLE_CODE_LOCATIONS"] = str(args.code_locations)
+    settings = Settings(home=cwd / ".composable", code_locations=args.code_locations)
+    # A fresh load builds one location: the whole catalog, or shard 0 of it.
+    load_env = dict(env, COMPOSABLE_CODE_LOCATION_SHARD="0") if len(locations) > 1 else env
     # Warm-up, not counted: the first load after `init` runs `dbt parse`, on cold caches.
     subprocess.run(
-        [sys.executable, "-c", LOAD_SNIPPET], cwd=cwd, env=env, check=True, capture_output=True
-    )
-    baseline, baseline_assets = _load_seconds(cwd, env)
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
-    with serving(cwd, env, init) as system:
+        [sys.executable, "-c", LOAD_SNIPPET], cwd=cwd, env=load_env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    baseline, baseline_assets = _load_seconds(cwd, load_env)
+    print(f"load average before: {os.getloadavg()[0]:.2f}; code locations: {len(locations)}")
+    with serving(cwd, env, init, location=locations[0]) as system:
         client = system.dagster
         sync_id = file_sync(system, "load bench", path="load_bench")[2]["id"]
-        client.reload_location()  # warm-up, not counted
+        for location in locations:
+            client.reload_location(location)  # warm-up, not counted
         _run_worker_definitions(system, sync_id)  # warm-up, not counted
         baseline_reload, grown = _reload_seconds(client, settings, init, count=0)
         print(f"median of {REPEATS} (reload: 1 at 5,000 and more) after one uncounted "
@@ -244,9 +266,9 @@ def main() -> None:
 
         def row(count: str, assets: int, load: float, reload: float) -> None:
             worker = _run_worker_definitions(system, sync_id)
-            nodes, group, _ = _graph_queries(system)
+            nodes, group, shown = _graph_queries(system)
             peaks = ", ".join(f"{k} {v:.0f}" for k, v in _peak_rss_mb().items())
-            print(f"| {count} | {assets} | {load:.2f} | {reload:.2f} "
+            print(f"| {count} | {assets} ({shown:,} in Dagster) | {load:.2f} | {reload:.2f} "
                   f"| {reload / baseline_reload:.1f}x | {worker:.2f} | {nodes:.2f} "
                   f"| {group:.2f} | {peaks} |", flush=True)  # fmt: skip
 
@@ -254,7 +276,9 @@ def main() -> None:
         for count in args.counts:
             grown = max(count, grown)
             _grow_catalog(settings, init, grown)
-            load, assets = _load_seconds(cwd, env)
+            for location in locations:  # the rows went in behind the API's back: not counted
+                client.reload_location(location)
+            load, assets = _load_seconds(cwd, load_env)
             reload, grown = _reload_seconds(
                 client, settings, init, count=grown, repeats=REPEATS if count < 5000 else 1
             )

@@ -17,9 +17,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from composable_dagster.names import location_names
 from composable_dagster.settings import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -280,22 +281,45 @@ def dagster_instance_yaml(settings: Settings) -> str:
     return template + POSTGRES_STORAGE if settings.dagster_pg_url else template
 
 
-def serve_workspace_yaml(settings: Settings, *, code_server_socket: Path) -> str:
-    """workspace.yaml with the catalog's location served by our code server
-    (defs/code_server.py: reloads in process) instead of a module Dagster starts."""
+def serve_workspace_yaml(settings: Settings, *, code_server_sockets: Sequence[Path]) -> str:
+    """workspace.yaml with the catalog's location served by our code servers, one per shard
+    (defs/code_server.py: each reloads in process), instead of a module Dagster starts."""
     import yaml
 
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
-    for i, entry in enumerate(workspace["load_from"]):
-        module = entry.get("python_module", {})
-        if module.get("location_name") == settings.dagster_location:
-            workspace["load_from"][i] = {
-                "grpc_server": {
-                    "socket": str(code_server_socket),
-                    "location_name": settings.dagster_location,
-                }
-            }
+    names = location_names(settings.dagster_location, settings.code_locations)
+    entries = []
+    for entry in workspace["load_from"]:
+        if entry.get("python_module", {}).get("location_name") != settings.dagster_location:
+            entries.append(entry)
+            continue
+        entries.extend(
+            {"grpc_server": {"socket": str(sock), "location_name": name}}
+            for name, sock in zip(names, code_server_sockets, strict=True)
+        )
+    workspace["load_from"] = entries
     return yaml.safe_dump(workspace, sort_keys=False)
+
+
+def code_server_commands(
+    settings: Settings, env: Mapping[str, str], *, socket_dir: Path
+) -> list[tuple[list[str], dict[str, str], Path]]:
+    """(command, environment, socket) of each of the catalog's code servers: one per shard,
+    each told which shard it builds (one location: the whole catalog, no shard set)."""
+    names = location_names(settings.dagster_location, settings.code_locations)
+    servers = []
+    for shard, name in enumerate(names):
+        sock = socket_dir / f"code-server-{shard}.sock"
+        shard_env = dict(env)
+        if len(names) > 1:
+            shard_env["COMPOSABLE_CODE_LOCATION_SHARD"] = str(shard)
+        cmd = [
+            sys.executable, "-m", "composable_dagster.defs.code_server",
+            "--socket", str(sock), "--location-name", name,
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        servers.append((cmd, shard_env, sock))
+    return servers
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -303,14 +327,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # A short private directory (a unix socket's path is limited to 107 bytes), as
     # `dagster dev` makes for its own code servers.
     socket_dir = Path(tempfile.mkdtemp(prefix="composable-"))
-    code_server_socket = socket_dir / "code-server.sock"
+    code_servers = code_server_commands(settings, env, socket_dir=socket_dir)
+    sockets = [sock for _cmd, _env, sock in code_servers]
     workspace_file = dagster_instance_dir(settings) / "serve-workspace.yaml"
-    workspace_file.write_text(serve_workspace_yaml(settings, code_server_socket=code_server_socket))
-    code_server_cmd = [
-        sys.executable, "-m", "composable_dagster.defs.code_server",
-        "--socket", str(code_server_socket), "--location-name", settings.dagster_location,
-        "--parent-pid", str(os.getpid()),
-    ]  # fmt: skip
+    workspace_file.write_text(serve_workspace_yaml(settings, code_server_sockets=sockets))
     dagster_cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(workspace_file),
@@ -327,12 +347,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
-    children = [_start_group(code_server_cmd, env), _start_group(api_cmd, env)]
+    children = [_start_group(cmd, server_env) for cmd, server_env, _sock in code_servers]
+    children.append(_start_group(api_cmd, env))
     try:
-        # The webserver and daemon load the catalog's location as they start: start them
-        # once the code server listens (it listens once its definitions are loaded).
+        # The webserver and daemon load the catalog's locations as they start: start them
+        # once every code server listens (each listens once its definitions are loaded).
         while not stop["requested"] and all(c.poll() is None for c in children):
-            if _listening(code_server_socket):
+            if all(_listening(sock) for sock in sockets):
                 children.append(_start_group(dagster_cmd, env))
                 threading.Thread(
                     target=_warm_run_launcher, args=(env["COMPOSABLE_DAGSTER_URL"],), daemon=True

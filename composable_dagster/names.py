@@ -33,6 +33,12 @@ TAG_KIND = "composable/kind"
 META_CATALOG_VERSION = "catalog_version"
 
 
+def location_names(base: str, shards: int) -> tuple[str, ...]:
+    """The catalog's code locations: `base` alone, or one per shard of the catalog's graph
+    (`base_0` ... `base_<shards - 1>`; catalog/graph.py says which audiences each builds)."""
+    return (base,) if shards == 1 else tuple(f"{base}_{i}" for i in range(shards))
+
+
 def audience_path(workspace_slug: str, audience_slug: str) -> tuple[str, str, str]:
     """The audience asset's key: readable, and stable across renames (slugs are fixed)."""
     return (workspace_slug, "audiences", audience_slug)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,21 @@ class Settings(BaseSettings):
     )
     dagster_location: str = Field(
         default="composable", description="Code location name in workspace.yaml"
+    )
+    code_locations: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="How many code locations `composable serve` splits the catalog's "
+        "audiences and syncs into (`<dagster_location>_0` ...): a graph change reloads only "
+        "the one it touches. One is right up to a few thousand audiences; each more costs a "
+        "code-server process (about 250 MB). See docs/architecture.md",
+    )
+    code_location_shard: int | None = Field(
+        default=None,
+        ge=0,
+        description="Set by `composable serve` in each code server: which of the "
+        "`code_locations` shards it builds (unset: the whole catalog)",
     )
     dagster_pg_url: str | None = Field(
         default=None,
@@ -84,6 +99,15 @@ class Settings(BaseSettings):
         description="Largest share of members an audience may lose in one materialization "
         "before its blocking check stops its syncs",
     )
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> Settings:
+        if self.code_location_shard is not None and self.code_location_shard >= self.code_locations:
+            raise ValueError(
+                f"COMPOSABLE_CODE_LOCATION_SHARD={self.code_location_shard} is not below "
+                f"COMPOSABLE_CODE_LOCATIONS={self.code_locations}"
+            )
+        return self
 
     @property
     def home_dir(self) -> Path:

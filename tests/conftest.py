@@ -7,6 +7,7 @@ green run always means PostgreSQL was exercised.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,9 +99,17 @@ def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float =
 
 @pytest.fixture(scope="session")
 def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
+    return make_demo_env(tmp_path_factory)
+
+
+def make_demo_env(
+    tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> DemoEnv:
+    """`composable init --demo` in a new directory, with `extra_env` for what runs there."""
     cwd = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSABLE_", "DAGSTER_"))}
     env["DAGSTER_HOME"] = str(cwd / ".composable" / "dagster")
+    env.update(extra_env or {})
     output = run_cli(["init", "--demo", "--customers", str(DEMO_CUSTOMERS)], cwd=cwd, env=env)
     return DemoEnv(cwd=cwd, env=env, init_output=json.loads(output))
 
@@ -138,6 +147,13 @@ class RunningSystem:
 
 @pytest.fixture(scope="session")
 def running_system(demo_env: DemoEnv) -> Iterator[RunningSystem]:
+    with serving_system(demo_env) as system:
+        yield system
+
+
+@contextlib.contextmanager
+def serving_system(demo_env: DemoEnv) -> Iterator[RunningSystem]:
+    """`composable serve` over `demo_env` on free ports, stopped at the end."""
     dagster_port, api_port = free_port(), free_port()
     log = (demo_env.cwd / "serve.log").open("w")
     serve = subprocess.Popen(

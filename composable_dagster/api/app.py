@@ -15,7 +15,7 @@ from composable_dagster.api.docs_pages import install_docs
 from composable_dagster.api.errors import install_error_handlers
 from composable_dagster.api.limits import RequestGuard
 from composable_dagster.api.openapi import install_openapi
-from composable_dagster.api.reload import ReloadTracker
+from composable_dagster.api.reload import GraphState, ReloadTracker
 from composable_dagster.api.routers import (
     audiences,
     destinations,
@@ -29,6 +29,7 @@ from composable_dagster.api.routers import (
 from composable_dagster.catalog.db import catalog_session, upgrade_catalog
 from composable_dagster.catalog.graph import load_graph
 from composable_dagster.catalog.secret_box import secret_box_for
+from composable_dagster.names import location_names, schedule_name
 from composable_dagster.settings import Settings, get_settings
 from composable_dagster.warehouse import Warehouse
 
@@ -41,15 +42,27 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
 )  # fmt: skip
 
 
-def graph_reader(settings: Settings) -> Callable[[], str]:
-    """Reads the digest of the catalog's graph: what Dagster's definitions are built from."""
+def graph_reader(settings: Settings) -> Callable[[], GraphState]:
+    """Reads the catalog's graph (what Dagster's definitions are built from) as each of its
+    code locations builds it: one per shard (catalog/graph.py)."""
     dialect = Warehouse(settings.resolved_warehouse_url).dialect
+    locations = location_names(settings.dagster_location, settings.code_locations)
 
-    def digest() -> str:
+    def read() -> GraphState:
         with catalog_session(settings.resolved_catalog_url) as session:
-            return load_graph(session, dialect=dialect).digest()
+            graph = load_graph(session, dialect=dialect)
+        count = len(locations)
+        slugs = {s.id: (w.slug, s.slug) for w in graph.workspaces for s in w.syncs}
+        sync_locations = {sync: locations[i] for sync, i in graph.sync_shards(count).items()}
+        return GraphState(
+            digests={loc: graph.shard(i, count).digest() for i, loc in enumerate(locations)},
+            schedule_locations={
+                schedule_name(*slugs[sync]): loc for sync, loc in sync_locations.items()
+            },
+            sync_locations=sync_locations,
+        )
 
-    return digest
+    return read
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.reloads = ReloadTracker(graph_digest=graph_reader(settings))
+    app.state.reloads = ReloadTracker(read_graph=graph_reader(settings))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

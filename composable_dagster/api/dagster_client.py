@@ -67,9 +67,18 @@ _ASSET_NODE = """
 query AssetNode($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
     __typename
-    ... on AssetNode { dependencyKeys { path } }
+    ... on AssetNode { dependencyKeys { path } repository { location { name } } }
   }
 }"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedAsset:
+    """An asset as Dagster has it loaded: its code location and the keys it depends on."""
+
+    location: str
+    upstream: tuple[tuple[str, ...], ...]
+
 
 _RUN_FIELDS = "runId status tags { key value } startTime endTime"
 
@@ -165,10 +174,12 @@ class DagsterClient:
             raise DagsterUnavailableError(f"dagster: HTTP {response.status_code} without data")
         return body["data"]
 
-    def reload_location(self) -> float:
-        """Reload the code location (new catalog rows become assets); returns seconds taken."""
+    def reload_location(self, location: str | None = None) -> float:
+        """Reload a code location (default: the client's), so new catalog rows become
+        assets; returns seconds taken."""
         started = time.monotonic()
-        data = self.query(_RELOAD, {"location": self.location}, timeout=self.reload_timeout)
+        location = location or self.location
+        data = self.query(_RELOAD, {"location": location}, timeout=self.reload_timeout)
         result = data["reloadRepositoryLocation"]
         if result["__typename"] != "WorkspaceLocationEntry":
             raise DagsterUnavailableError(f"dagster: reload failed: {result.get('message')}")
@@ -179,11 +190,12 @@ class DagsterClient:
             )
         return time.monotonic() - started
 
-    def reset_schedule(self, schedule_name: str) -> str:
-        """Forget any state toggled in the UI: the schedule takes its default status again
-        (running for an active sync, stopped for a paused one). Returns the status."""
+    def reset_schedule(self, schedule_name: str, *, location: str | None = None) -> str:
+        """Forget any state toggled in the UI: the schedule (of `location`, default the
+        client's) takes its default status again (running for an active sync, stopped for a
+        paused one). Returns the status."""
         selector = {
-            "repositoryLocationName": self.location,
+            "repositoryLocationName": location or self.location,
             "repositoryName": REPOSITORY,
             "scheduleName": schedule_name,
         }
@@ -195,12 +207,17 @@ class DagsterClient:
         return result["scheduleState"]["status"]
 
     def launch_assets(
-        self, asset_paths: Sequence[Sequence[str]], *, tags: Mapping[str, str]
+        self,
+        asset_paths: Sequence[Sequence[str]],
+        *,
+        tags: Mapping[str, str],
+        location: str | None = None,
     ) -> RunInfo:
-        """Launch one run materializing `asset_paths`, tagged with `tags`."""
+        """Launch one run materializing `asset_paths` (all of code location `location`,
+        default the client's), tagged with `tags`."""
         params = {
             "selector": {
-                "repositoryLocationName": self.location,
+                "repositoryLocationName": location or self.location,
                 "repositoryName": REPOSITORY,
                 "jobName": ASSET_JOB,
                 "assetSelection": [{"path": list(p)} for p in asset_paths],
@@ -215,13 +232,16 @@ class DagsterClient:
             )
         return self.run(result["run"]["runId"])
 
-    def asset_upstream(self, asset_path: Sequence[str]) -> list[tuple[str, ...]] | None:
-        """The keys the loaded asset `asset_path` depends on; None if no code location has
-        it (yet)."""
+    def loaded_asset(self, asset_path: Sequence[str]) -> LoadedAsset | None:
+        """Where Dagster has `asset_path` loaded and what it depends on; None if no code
+        location has it (yet)."""
         data = self.query(_ASSET_NODE, {"key": {"path": list(asset_path)}})["assetNodeOrError"]
         if data["__typename"] != "AssetNode":
             return None
-        return [tuple(d["path"]) for d in data["dependencyKeys"]]
+        return LoadedAsset(
+            location=data["repository"]["location"]["name"],
+            upstream=tuple(tuple(d["path"]) for d in data["dependencyKeys"]),
+        )
 
     def run(self, run_id: str) -> RunInfo:
         """The run `run_id`; NotFoundError if Dagster has no such run."""

@@ -15,6 +15,10 @@ before reloading, so a client creating 1,000 audiences back to back does not kee
 running on the machine's cores all along; a trigger that needs its asset loaded says so
 (`wait_idle`), and the pending reload starts at once. Triggers do not wait for reloads
 unless their own assets are not loaded yet (routers/syncs.py).
+
+The catalog may be split into several code locations (COMPOSABLE_CODE_LOCATIONS, one per
+shard of the graph: catalog/graph.py); a batch reloads only the locations whose part of
+the graph changed, so a create at 10,000 audiences rebuilds one shard, not all of them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from composable_dagster.api.dagster_client import DagsterClient, DagsterUnavailableError
 
@@ -35,24 +40,34 @@ log = logging.getLogger(__name__)
 ABANDONED_AFTER_SECONDS = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class GraphState:
+    """The catalog's graph as it is now, by the code location that builds each part."""
+
+    digests: Mapping[str, str]  # code location -> digest of the graph it builds
+    schedule_locations: Mapping[str, str] = field(default_factory=dict)  # schedule -> location
+    sync_locations: Mapping[str, str] = field(default_factory=dict)  # sync id -> location
+
+
 class ReloadTracker:
     """Reloads of one API process: requested, pending, and the graph Dagster last loaded.
 
-    `graph_digest` reads the digest of the catalog's graph as it is now.
+    `read_graph` reads the state of the catalog's graph as it is now.
     """
 
     def __init__(
         self,
-        graph_digest: Callable[[], str],
+        read_graph: Callable[[], GraphState],
         *,
         settle_seconds: float = 0.5,
         max_delay_seconds: float = 30.0,
     ) -> None:
-        self._graph_digest = graph_digest
+        self._read_graph = read_graph
         self._settle_seconds = settle_seconds
         self._max_delay_seconds = max_delay_seconds
-        self.loaded_digest: str | None = None  # the graph of the last reload this process did
-        self.reloads = 0  # reloads done (a number the tests and benchmarks read)
+        # Per code location, the graph of the last reload this process did of it.
+        self.loaded_digests: dict[str, str] = {}
+        self.reloads = 0  # code-location reloads done (a number the tests and benchmarks read)
         # Requested and not finished: when each was requested, None once it was committed.
         self._pending: dict[object, float | None] = {}
         # Changes committed (their background task ran) that no reload has started after,
@@ -128,21 +143,39 @@ class ReloadTracker:
     def _reload_if_changed(self, client: DagsterClient, *, schedules: list[str]) -> None:
         # Read before the reload: the code server reads the catalog after this, so what it
         # loads is at least this graph.
-        digest = self._graph_digest()
-        if digest == self.loaded_digest:
-            # Content only: the next run reads it from the catalog. A status PUT still puts
-            # its schedule back to what the status says, whatever the UI toggled.
-            reset_schedules(client, schedules)
-            return
-        if not reload_dagster(client, schedules=schedules):
-            return
+        state = self._read_graph()
+        changed = {
+            location: digest
+            for location, digest in state.digests.items()
+            if self.loaded_digests.get(location) != digest
+        }
+        # Only a content edit when nothing changed: the next run reads it from the catalog.
+        # A status PUT still puts its schedule back to what the status says, whatever the UI
+        # toggled (after the reload of its location, if that one changed).
+        for location, digest in changed.items():
+            if not reload_dagster(client, location=location):
+                continue
+            self.reloads += 1
+            with self._idle:
+                # A change committed since this batch was taken (it waits in `_ready`) may
+                # or may not be in what the code server read, so what Dagster has is
+                # unknown: the next batch reloads even if the graph looks as before (a pause
+                # and a resume within one reload would otherwise leave Dagster with the
+                # pause).
+                if self._ready:
+                    self.loaded_digests.pop(location, None)
+                else:
+                    self.loaded_digests[location] = digest
+        reset_schedules(
+            client,
+            [(name, state.schedule_locations.get(name, client.location)) for name in schedules],
+        )
+
+    def reload_location_of(self, client: DagsterClient, sync_id: str) -> None:
+        """Reload now the code location that builds sync `sync_id` (by the current graph)."""
+        location = self._read_graph().sync_locations.get(sync_id, client.location)
+        client.reload_location(location)
         self.reloads += 1
-        with self._idle:
-            # A change committed since this batch was taken (it waits in `_ready`) may or may
-            # not be in what the code server read, so what Dagster has is unknown: the next
-            # batch reloads even if the graph looks as before (a pause and a resume within
-            # one reload would otherwise leave Dagster with the pause).
-            self.loaded_digest = None if self._ready else digest
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every requested reload finished (or was abandoned); False on timeout.
@@ -170,22 +203,22 @@ class ReloadTracker:
                 self._idle.wait(timeout=max(0.0, min(deadline, expiry) - now))
 
 
-def reload_dagster(client: DagsterClient, *, schedules: Iterable[str] = ()) -> bool:
-    """Reload the code location, then reset `schedules` so each sync's status (active or
-    paused) decides whether it runs, whatever was toggled in the UI. False if Dagster could
-    not be reached (the catalog change stands; a later change or trigger reloads)."""
+def reload_dagster(client: DagsterClient, *, location: str) -> bool:
+    """Reload code location `location`. False if Dagster could not be reached (the catalog
+    change stands; a later change or trigger reloads)."""
     try:
-        client.reload_location()
+        client.reload_location(location)
     except DagsterUnavailableError as err:
-        log.warning("catalog changed but Dagster was not reloaded: %s", err)
+        log.warning("catalog changed but Dagster did not reload %s: %s", location, err)
         return False
-    reset_schedules(client, schedules)
     return True
 
 
-def reset_schedules(client: DagsterClient, schedules: Iterable[str]) -> None:
+def reset_schedules(client: DagsterClient, schedules: Iterable[tuple[str, str]]) -> None:
+    """Reset each (schedule, code location), so each sync's status (active or paused)
+    decides whether it runs, whatever was toggled in the UI."""
     try:
-        for schedule in schedules:
-            client.reset_schedule(schedule)
+        for schedule, location in schedules:
+            client.reset_schedule(schedule, location=location)
     except DagsterUnavailableError as err:
         log.warning("schedule not reset: %s", err)

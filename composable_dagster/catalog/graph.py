@@ -110,10 +110,76 @@ class CatalogGraph:
     def digest(self) -> str:
         return self.digest_of(self.to_json())
 
+    def shard(self, index: int, count: int) -> CatalogGraph:
+        """The part of the graph code location `index` of `count` builds: the audiences
+        whose group (see `audience_shards`) falls to it, their syncs, and the models they
+        read. With one shard, the whole graph."""
+        if count == 1:
+            return self
+        workspaces = []
+        for workspace, shards in zip(self.workspaces, self._audience_shards(count), strict=True):
+            audiences = tuple(a for a in workspace.audiences if shards[a.id] == index)
+            if not audiences:
+                continue
+            kept = {a.id for a in audiences}
+            used = {m for a in audiences for m in a.model_ids}
+            workspaces.append(
+                WorkspaceGraph(
+                    id=workspace.id,
+                    slug=workspace.slug,
+                    model_tables={m: t for m, t in workspace.model_tables.items() if m in used},
+                    audiences=audiences,
+                    syncs=tuple(s for s in workspace.syncs if s.audience_id in kept),
+                )
+            )
+        return CatalogGraph(workspaces=tuple(workspaces))
+
+    def sync_shards(self, count: int) -> dict[str, int]:
+        """The shard of every sync (its audience's), by sync id."""
+        return {
+            sync.id: shards[sync.audience_id]
+            for workspace, shards in zip(self.workspaces, self._audience_shards(count), strict=True)
+            for sync in workspace.syncs
+        }
+
+    def _audience_shards(self, count: int) -> list[dict[str, int]]:
+        return [audience_shards(w.audiences, count) for w in self.workspaces]
+
     @staticmethod
     def digest_of(graph_json: str) -> str:
         """The digest of the graph whose `to_json` is `graph_json` (saves a second dump)."""
         return hashlib.sha256(graph_json.encode()).hexdigest()
+
+
+def audience_shards(audiences: Sequence[AudienceNode], count: int) -> dict[str, int]:
+    """The shard (0 to `count` - 1) of each audience of one workspace.
+
+    A run materializes a sync with its audience and the audiences that one references, and
+    a Dagster run runs in one code location: so audiences linked by references, directly
+    or not, share a shard, and each sync goes with its audience. A group's shard is a hash
+    of its smallest audience id: stable across reloads and processes, and spread evenly
+    when, as usual, most audiences reference no other. A reference that joins two groups
+    may move one of them to another shard; that is a graph change, which reloads both.
+    """
+    root = {a.id: a.id for a in audiences}
+
+    def find(node: str) -> str:
+        while root[node] != node:
+            root[node] = root[root[node]]
+            node = root[node]
+        return node
+
+    for audience in audiences:
+        for referenced in audience.audience_ids:
+            if referenced in root:
+                low, high = sorted((find(audience.id), find(referenced)))
+                root[high] = low  # the group's root is its smallest id
+    return {a.id: shard_of(find(a.id), count) for a in audiences}
+
+
+def shard_of(group_root: str, count: int) -> int:
+    digest = hashlib.sha256(group_root.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def _fields(node: AudienceNode | SyncNode | WorkspaceGraph) -> dict[str, Any]:

@@ -23,10 +23,14 @@ from composable_dagster.warehouse import Warehouse
 
 
 def read_catalog_graph(settings: Settings) -> CatalogGraph:
+    """The catalog's graph, or the shard of it this code location builds (catalog/graph.py)."""
     # A fresh clone loads before `init`; an older catalog gets its secrets encrypted.
     upgrade_catalog(settings.resolved_catalog_url, secret_box=secret_box_for(settings))
     with catalog_session(settings.resolved_catalog_url) as session:
-        return load_graph(session, dialect=Warehouse(settings.resolved_warehouse_url).dialect)
+        graph = load_graph(session, dialect=Warehouse(settings.resolved_warehouse_url).dialect)
+    if settings.code_location_shard is None:
+        return graph
+    return graph.shard(settings.code_location_shard, settings.code_locations)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -31,7 +31,7 @@ from composable_dagster.api.dagster_client import (
     DagsterClient,
     DagsterUnavailableError,
 )
-from composable_dagster.api.reload import ReloadTracker
+from composable_dagster.api.reload import GraphState, ReloadTracker
 from composable_dagster.names import TAG_SYNC
 from composable_dagster.settings import Settings
 from tests.webhook_receiver import Receiver
@@ -191,10 +191,15 @@ def _reload_requests(receiver: Receiver) -> int:
     return sum(1 for r in receiver.requests if b"reloadRepositoryLocation" in r.body)
 
 
-def _changing_graph() -> Callable[[], str]:
-    """A graph digest that differs on every read: every change altered the graph."""
+def _changing_graph() -> Callable[[], GraphState]:
+    """A graph that differs on every read: every change altered the graph."""
     counter = itertools.count()
-    return lambda: str(next(counter))
+    return lambda: GraphState(digests={"composable": str(next(counter))})
+
+
+def _graph(digest: list[str]) -> Callable[[], GraphState]:
+    """A graph of one code location whose digest is `digest[0]` at each read."""
+    return lambda: GraphState(digests={"composable": digest[0]})
 
 
 RELOADED = ("status", 200, {"Content-Type": "application/json"}, json.dumps({"data": {
@@ -206,7 +211,7 @@ RELOADED = ("status", 200, {"Content-Type": "application/json"}, json.dumps({"da
 def test_a_burst_of_changes_costs_at_most_two_reloads(receiver: Receiver) -> None:
     receiver.script.append(("sleep", 0.5))  # the first reload is slow
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker(graph_digest=_changing_graph())
+    tracker = ReloadTracker(read_graph=_changing_graph())
     tasks = [tracker.request(client) for _ in range(6)]
     first = threading.Thread(target=tasks[0])
     first.start()
@@ -225,7 +230,7 @@ def test_a_burst_of_changes_costs_at_most_two_reloads(receiver: Receiver) -> Non
 def test_a_change_reloads_after_it_is_committed(receiver: Receiver) -> None:
     receiver.script.append(("sleep", 0.3))
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=0.05)
+    tracker = ReloadTracker(read_graph=_changing_graph(), settle_seconds=0.05)
     earlier, later = tracker.request(client), tracker.request(client)
     earlier()
     while not receiver.requests:  # its reload started: `later` was asked for, not committed
@@ -239,7 +244,7 @@ def test_a_burst_settles_into_one_reload_and_never_holds_a_worker(receiver: Rece
     """A client creating audiences back to back: each change's task returns at once (a
     waiting task held one of the API's worker threads), and one reload covers them all."""
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=0.3)
+    tracker = ReloadTracker(read_graph=_changing_graph(), settle_seconds=0.3)
     slowest = 0.0
     for _ in range(50):
         started = time.monotonic()
@@ -255,7 +260,7 @@ def test_a_burst_settles_into_one_reload_and_never_holds_a_worker(receiver: Rece
 
 def test_a_trigger_that_waits_does_not_wait_for_the_settling(receiver: Receiver) -> None:
     client = DagsterClient(receiver.url, location="composable")
-    tracker = ReloadTracker(graph_digest=_changing_graph(), settle_seconds=30)
+    tracker = ReloadTracker(read_graph=_changing_graph(), settle_seconds=30)
     tracker.request(client)()
     started = time.monotonic()
     assert tracker.wait_idle(timeout=10)
@@ -267,7 +272,7 @@ def test_an_abandoned_reload_request_stops_blocking(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reload, "ABANDONED_AFTER_SECONDS", 0.3)
-    tracker = ReloadTracker(graph_digest=_changing_graph())
+    tracker = ReloadTracker(read_graph=_changing_graph())
     tracker.request(DagsterClient(receiver.url, location="composable"))  # never run
     started = time.monotonic()
     assert tracker.wait_idle(timeout=5)
@@ -277,7 +282,7 @@ def test_an_abandoned_reload_request_stops_blocking(
 
 def test_a_pending_reload_is_waited_for(receiver: Receiver) -> None:
     receiver.script.append(("sleep", 0.4))
-    tracker = ReloadTracker(graph_digest=_changing_graph())
+    tracker = ReloadTracker(read_graph=_changing_graph())
     task = tracker.request(DagsterClient(receiver.url, location="composable"))
     assert not tracker.wait_idle(timeout=0.1)  # asked for, not started: a trigger waits
     thread = threading.Thread(target=task)
@@ -290,12 +295,12 @@ def test_a_pending_reload_is_waited_for(receiver: Receiver) -> None:
 def test_a_change_that_leaves_the_graph_as_it_was_does_not_reload(receiver: Receiver) -> None:
     """A tree, mapping or destination edit: the graph's digest is the one Dagster loaded."""
     graph = ["v1"]
-    tracker = ReloadTracker(graph_digest=lambda: graph[0])
+    tracker = ReloadTracker(read_graph=_graph(graph))
     client = DagsterClient(receiver.url, location="composable")
     receiver.script.extend([RELOADED, RELOADED])
     tracker.request(client)()  # the first change: what Dagster loaded is not known yet
     assert tracker.wait_idle(timeout=5)
-    assert (_reload_requests(receiver), tracker.loaded_digest) == (1, "v1")
+    assert (_reload_requests(receiver), tracker.loaded_digests) == (1, {"composable": "v1"})
     for _ in range(5):
         tracker.request(client)()  # content edits
         assert tracker.wait_idle(timeout=5)
@@ -312,7 +317,7 @@ def test_changes_during_a_reload_reload_again_even_if_the_graph_looks_unchanged(
     """A pause and a resume committed while a reload runs: the code server may have read
     the pause, so the graph's digest being back where it was proves nothing."""
     graph = ["active"]
-    tracker = ReloadTracker(graph_digest=lambda: graph[0], settle_seconds=0.05)
+    tracker = ReloadTracker(read_graph=_graph(graph), settle_seconds=0.05)
     client = DagsterClient(receiver.url, location="composable")
     receiver.script.extend([("sleep", 0.5, RELOADED), RELOADED])  # a slow reload that works
     tracker.request(client)()  # some change: the first reload starts, slowly
@@ -327,15 +332,15 @@ def test_changes_during_a_reload_reload_again_even_if_the_graph_looks_unchanged(
 
 
 def test_a_failed_reload_is_tried_again_by_the_next_change(receiver: Receiver) -> None:
-    tracker = ReloadTracker(graph_digest=lambda: "v1")
+    tracker = ReloadTracker(read_graph=_graph(["v1"]))
     client = DagsterClient(receiver.url, location="composable")
     tracker.request(client)()  # the receiver's plain "ok" is no GraphQL answer: not loaded
     assert tracker.wait_idle(timeout=5)
-    assert tracker.loaded_digest is None
+    assert tracker.loaded_digests == {}
     receiver.script.append(RELOADED)
     tracker.request(client)()
     assert tracker.wait_idle(timeout=5)
-    assert (_reload_requests(receiver), tracker.loaded_digest) == (2, "v1")
+    assert (_reload_requests(receiver), tracker.loaded_digests) == (2, {"composable": "v1"})
 
 
 @pytest.fixture
@@ -365,3 +370,46 @@ def test_an_unreachable_dagster_fails_fast(unanswered_port: int) -> None:
     with pytest.raises(DagsterUnavailableError, match="cannot reach"):
         client.run(str(uuid.uuid4()))
     assert time.monotonic() - started < CONNECT_TIMEOUT + 3
+
+
+RESET = ("status", 200, {"Content-Type": "application/json"}, json.dumps({"data": {
+    "resetSchedule": {"__typename": "ScheduleStateResult",
+                      "scheduleState": {"status": "RUNNING"}}},
+}).encode())  # fmt: skip
+
+
+def _locations_sent(receiver: Receiver, operation: bytes) -> list[str]:
+    """The code location each `operation` request named, in order."""
+    found = []
+    for request in receiver.requests:
+        if operation in request.body:
+            variables = request.json()["variables"]
+            found.append(
+                variables.get("location") or variables["selector"]["repositoryLocationName"]
+            )
+    return found
+
+
+def test_a_change_reloads_only_the_code_locations_whose_shard_changed(receiver: Receiver) -> None:
+    """Several code locations (COMPOSABLE_CODE_LOCATIONS): a create in one shard reloads
+    that location alone, and a schedule is reset in the location that has its sync."""
+    digests = {"composable_0": "a0", "composable_1": "b0", "composable_2": "c0"}
+    state = [GraphState(digests=dict(digests))]
+    tracker = ReloadTracker(read_graph=lambda: state[0], settle_seconds=0.05)
+    client = DagsterClient(receiver.url, location="composable_0")
+    receiver.script.extend([RELOADED] * 3)
+    tracker.request(client)()  # after the API starts, what each loaded is unknown: all three
+    assert tracker.wait_idle(timeout=5)
+    assert sorted(_locations_sent(receiver, b"reloadRepositoryLocation")) == sorted(digests)
+
+    receiver.requests.clear()
+    receiver.script.extend([RELOADED, RESET])
+    state[0] = GraphState(
+        digests={**digests, "composable_1": "b1"},
+        schedule_locations={"demo__new__schedule": "composable_1"},
+    )
+    tracker.request(client, schedule="demo__new__schedule")()
+    assert tracker.wait_idle(timeout=5)
+    assert _locations_sent(receiver, b"reloadRepositoryLocation") == ["composable_1"]
+    assert _locations_sent(receiver, b"resetSchedule") == ["composable_1"]
+    assert tracker.loaded_digests["composable_1"] == "b1"

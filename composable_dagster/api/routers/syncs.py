@@ -183,7 +183,9 @@ def trigger_sync(
     ui = ui_base(dagster.url)
     # Before the lock: waiting for a reload may take seconds, and on SQLite the lock holds
     # back every catalog write meanwhile.
-    _ensure_loaded(dagster, reloads, audience_path=audience_path, sync_path=sync_path)
+    location = _ensure_loaded(
+        dagster, reloads, sync_id=row.id, audience_path=audience_path, sync_path=sync_path
+    )
     with service.trigger_lock(settings.resolved_catalog_url, row.id):
         active = dagster.runs(tags={TAG_SYNC: row.id}, statuses=ACTIVE_STATUSES, limit=1)
         if active:
@@ -195,7 +197,7 @@ def trigger_sync(
             trigger=TRIGGER_API,
             override_safety=override_safety,
         )
-        run = dagster.launch_assets([audience_path, sync_path], tags=tags)
+        run = dagster.launch_assets([audience_path, sync_path], tags=tags, location=location)
     return run_object(run, sync_id=row.id, metadata=None, error=None, ui=ui)
 
 
@@ -203,23 +205,33 @@ def _ensure_loaded(
     dagster: DagsterClient,
     reloads: ReloadTracker,
     *,
+    sync_id: str,
     audience_path: list[str],
     sync_path: list[str],
-) -> None:
-    """Return at once when Dagster has the sync's asset, downstream of its audience: what
-    the run does is read from the catalog when it starts, so no pending reload matters.
-    Otherwise (a sync just created, or moved to another audience) wait for the pending
-    reloads, and reload once more if they did not bring it."""
+) -> str:
+    """The code location to launch the sync's run in. At once when Dagster has the sync's
+    asset downstream of its audience, both in one location (a run runs in one): what the
+    run does is read from the catalog when it starts, so no pending reload matters.
+    Otherwise (a sync just created, moved to another audience, or to another shard) wait
+    for the pending reloads, and reload its location once more if they did not bring it."""
 
-    def loaded() -> bool:
-        return tuple(audience_path) in (dagster.asset_upstream(sync_path) or [])
+    def loaded() -> str | None:
+        sync = dagster.loaded_asset(sync_path)
+        if sync is None or tuple(audience_path) not in sync.upstream:
+            return None
+        audience = dagster.loaded_asset(audience_path)
+        return sync.location if audience and audience.location == sync.location else None
 
-    if loaded():
-        return
+    if location := loaded():
+        return location
     if not reloads.wait_idle(timeout=120):
         raise DagsterUnavailableError("dagster: still loading the latest catalog; retry shortly")
-    if not loaded():
-        dagster.reload_location()
+    if location := loaded():
+        return location
+    reloads.reload_location_of(dagster, sync_id)
+    if location := loaded():
+        return location
+    raise DagsterUnavailableError("dagster: the sync's assets are not loaded; retry shortly")
 
 
 @router.get("/audience-syncs/{sync_id}/runs", response_model=list[SyncRunPublic])
