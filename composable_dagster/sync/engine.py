@@ -11,8 +11,10 @@ Guarantees (see docs/architecture.md, "Sync runs"):
   connector that fails part way through a batch says what it confirmed before).
 - Nothing is loaded whole into memory: rows go out in Arrow chunks. No destination call,
   retry or `Retry-After` wait holds the store (on DuckDB, its one-writer lock: other syncs
-  and audience refreshes go on): each operation's rows are read in one short transaction
-  (`_read`), and confirmations are appended outside it (`_ConfirmationLog`).
+  and audience refreshes go on): the store work before the first send runs in one session
+  (one connection, one hold of the lock) that also spools every operation's rows to local
+  files (`_rows`), the commit in another, and confirmations are appended outside both
+  (`_ConfirmationLog`).
 - The incremental diff (membership log + pending keys) finds the same delta as comparing
   every member: the state it relies on (the membership version caught up with, the pending
   keys) is written only when a run succeeds, in one transaction.
@@ -20,6 +22,7 @@ Guarantees (see docs/architecture.md, "Sync runs"):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -165,103 +168,141 @@ def run_sync(
     started = time.monotonic()
     tables = _Tables(store, job.sync_id, field_count=len(job.fields))
     capabilities = job.destination.capabilities
-    _recover(store, job, tables)
-    plan = _plan(store, job, tables, now=now)
-    log(f"planned {plan.planned} from {plan.members} members against {plan.snapshot_size} "
-        f"delivered in {time.monotonic() - started:.2f} s "
-        f"({'incremental' if plan.incremental else 'full'} diff)")  # fmt: skip
-    stop = _safety_stop(job, plan=plan)
-    if stop is not None and not override_safety:
-        raise SyncSafetyError(stop)
-    if stop is not None:
-        log(f"safety stop overridden for this run: {stop}")
-
-    full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
-    if full_snapshot:
-        # Every member is sent: keys duplicated anywhere in the parent model stay out.
-        with store.transaction() as conn:
-            _replace(store, conn, tables.duplicates, duplicate_keys(
-                members=store.members_table(job.audience_id), parent=job.parent,
-                dialect=store.dialect))  # fmt: skip
-        rejects = exp.select("entity_key", "source_rows").from_(tables.duplicates.copy())
-        planned = plan.planned
-    else:
-        planned = _fetch_changes(store, job, tables, now=now)
-        rejects = (
-            exp.select("entity_key", "source_rows")
-            .from_(tables.changes.copy())
-            .where(exp.column("operation").eq(exp.Literal.string("reject")))
-        )
-    context = SyncContext(
-        sync_id=job.sync_id,
-        run_id=run_id,
-        mode=job.mode,
-        hashed_fields=frozenset(f.destination_field for f in job.fields if f.pii),
-    )
+    _recover(store, job, tables)  # may publish: outside the sessions below
     deferred = capabilities.deferred_publish
     # What goes on the wire is the destination's batch size (one request), or the sync's
     # own when it is smaller.
     batch_size = job.destination.batch_size(job.destination_config)
     if job.safety.batch_size:
         batch_size = min(batch_size, job.safety.batch_size)
-    tally = _Tally(planned=planned, started=started)
-    tally.failed = _record_rejects(store, tables, rejects, run_id=run_id, errors=tally.errors)
-    if plan.rows_without_key:
-        # No key to send them by, nor to name them by: one error for all of them.
-        reason = f"NULL entity key: {plan.rows_without_key} matching rows have no key"
-        _record_errors(store, tables, run_id=run_id, op="reject", failures={None: reason})
-        tally.errors.append(("", "reject", reason))
-        tally.failed += plan.rows_without_key
+    with contextlib.ExitStack() as spools:
+        # The store work before the first send, on one connection under one hold of the
+        # lock, down to the rows to send (spooled on DuckDB: delivery needs no store).
+        with store.session():
+            plan = _plan(store, job, tables, now=now)
+            log(f"planned {plan.planned} from {plan.members} members against "
+                f"{plan.snapshot_size} delivered in {time.monotonic() - started:.2f} s "
+                f"({'incremental' if plan.incremental else 'full'} diff)")  # fmt: skip
+            stop = _safety_stop(job, plan=plan)
+            if stop is not None and not override_safety:
+                raise SyncSafetyError(stop)
+            if stop is not None:
+                log(f"safety stop overridden for this run: {stop}")
+            full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
+            planned, rejects = _changes_to_send(store, job, tables, plan, full_snapshot, now=now)
+            tally = _Tally(planned=planned, started=started)
+            tally.failed = _record_rejects(
+                store, tables, rejects, run_id=run_id, errors=tally.errors
+            )
+            if plan.rows_without_key:
+                # No key to send them by, nor to name them by: one error for all of them.
+                reason = f"NULL entity key: {plan.rows_without_key} matching rows have no key"
+                _record_errors(store, tables, run_id=run_id, op="reject", failures={None: reason})
+                tally.errors.append(("", "reject", reason))
+                tally.failed += plan.rows_without_key
+            confirmed = _confirmed_table(store, tables, deferred=deferred)
+            confirmations = _ConfirmationLog(store, confirmed)
+            confirmations.reset()
+            sends = _sends(job, tables, full_snapshot=full_snapshot, current=plan.current)
+            chunk_rows = max(batch_size, READ_CHUNK_ROWS)
+            readers = [_rows(store, send.rows, chunk_rows=chunk_rows, spools=spools)
+                       for send in sends]  # fmt: skip
+        context = SyncContext(
+            sync_id=job.sync_id,
+            run_id=run_id,
+            mode=job.mode,
+            hashed_fields=frozenset(f.destination_field for f in job.fields if f.pii),
+        )
+        connector = job.destination.open(job.destination_config, context=context)
+        committed = False  # once the snapshot names the staged output, it must survive
+        batches = itertools.count()
 
-    connector = job.destination.open(job.destination_config, context=context)
-    committed = False  # once the snapshot names the staged output, that output must survive
-    confirmed = _confirmed_table(store, tables, deferred=deferred)
-    confirmations = _ConfirmationLog(store, confirmed)
-    batches = itertools.count()
+        def take(op: str, keys: Sequence[str], failures: Mapping[str, str]) -> None:
+            """Commit what the destination answered for one batch, before anything else."""
+            if failures:
+                _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
+            confirmations.add(op, keys)
+            tally.take(op, keys, failures)
+            progress(tally.report(incremental=plan.incremental))
 
-    def take(op: str, keys: Sequence[str], failures: Mapping[str, str]) -> None:
-        """Commit what the destination answered for one batch, before anything else."""
-        if failures:
-            _record_errors(store, tables, run_id=run_id, op=op, failures=failures)
-        confirmations.add(op, keys)
-        tally.take(op, keys, failures)
-        progress(tally.report(incremental=plan.incremental))
-
-    try:
-        confirmations.reset()
-        sends = _sends(job, tables, full_snapshot=full_snapshot, current=plan.current)
-        for send in sends:
-            for batch in _batches(store, send, job=job, run_id=run_id,
-                                  batch_size=batch_size, sequence=batches):  # fmt: skip
-                try:
-                    result = connector.deliver(batch)
-                except DeliveryError as err:
-                    take(send.op, err.confirmed, err.failed)
-                    raise
-                take(send.op, result.confirmed, result.failed)
-        for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
-            _commit_unsent(store, tables, op=op)
-        confirmations.load()
-        token = connector.stage()
-        _commit_confirmed(
-            store, tables, confirmed, current=plan.current if full_snapshot else None,
-            token=token if deferred else None,
-        )  # fmt: skip
-        committed = True
-        if deferred and token is not None:
-            job.destination.publish(job.destination_config, token)
-            _set_state(store, tables, job.sync_id, pending_token=None)
-    except BaseException:
-        # What an immediate destination confirmed stays in the confirmation log; the next
-        # run folds it into the snapshot before it plans (`_recover`).
-        connector.close(success=committed)
-        raise
-    connector.close(success=True)
-    _finish(store, tables, job, plan)
+        try:
+            every_change_confirmed = not full_snapshot
+            for send, read in zip(sends, readers, strict=True):
+                for batch in _batches(send, read(), job=job, run_id=run_id,
+                                      batch_size=batch_size, sequence=batches):  # fmt: skip
+                    try:
+                        result = connector.deliver(batch)
+                    except DeliveryError as err:
+                        take(send.op, err.confirmed, err.failed)
+                        raise
+                    take(send.op, result.confirmed, result.failed)
+                    if result.failed or len(result.confirmed) != len(batch.keys):
+                        every_change_confirmed = False
+            token = connector.stage()
+            with store.session():  # the commit's store work, on one connection
+                for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
+                    _commit_unsent(store, tables, op=op)
+                if every_change_confirmed:
+                    # The usual run: the log holds every sent change, so the changes table
+                    # says what it does (a first run at 10M: 10M keys not read back).
+                    _commit_sent_changes(
+                        store, tables, confirmed, ops=sorted({s.op for s in sends}),
+                        token=token if deferred else None,
+                    )  # fmt: skip
+                else:
+                    confirmations.load()
+                    _commit_confirmed(
+                        store, tables, confirmed,
+                        current=plan.current if full_snapshot else None,
+                        token=token if deferred else None,
+                    )  # fmt: skip
+                committed = True
+                if not deferred:
+                    _finish(store, tables, job, plan)  # nothing to publish first
+            confirmations.discard()
+            if deferred and token is not None:
+                job.destination.publish(job.destination_config, token)
+                _set_state(store, tables, job.sync_id, pending_token=None)
+        except BaseException:
+            # What an immediate destination confirmed stays in the confirmation log; the
+            # next run folds it into the snapshot before it plans (`_recover`).
+            connector.close(success=committed)
+            raise
+        connector.close(success=True)
+    if deferred:
+        _finish(store, tables, job, plan)
     if full_snapshot:
         # Every member was written; what changed in the destination's copy is the diff.
         tally.counts = {op: planned.get(op, 0) for op in SENT_OPERATIONS}
     return tally.report(incremental=plan.incremental)
+
+
+def _changes_to_send(
+    store: ActivationStore,
+    job: SyncJob,
+    tables: _Tables,
+    plan: _Plan,
+    full_snapshot: bool,
+    *,
+    now: datetime,
+) -> tuple[Mapping[str, int], exp.Select]:
+    """The planned counts per operation, and the query of the keys rejected (duplicated
+    in the parent model: `entity_key, source_rows`); the changes table unless every member
+    is sent (a full-snapshot mirror)."""
+    if full_snapshot:
+        # Every member is sent: keys duplicated anywhere in the parent model stay out.
+        with store.transaction() as conn:
+            _replace(store, conn, tables.duplicates, duplicate_keys(
+                members=store.members_table(job.audience_id), parent=job.parent,
+                dialect=store.dialect))  # fmt: skip
+        return plan.planned, exp.select("entity_key", "source_rows").from_(tables.duplicates.copy())
+    planned = _fetch_changes(store, job, tables, now=now)
+    rejects = (
+        exp.select("entity_key", "source_rows")
+        .from_(tables.changes.copy())
+        .where(exp.column("operation").eq(exp.Literal.string("reject")))
+    )
+    return planned, rejects
 
 
 @dataclass
@@ -490,8 +531,8 @@ def _sends(
 
 
 def _batches(
-    store: ActivationStore,
     send: _Send,
+    chunks: Iterator[pa.Table],
     *,
     job: SyncJob,
     run_id: str,
@@ -500,7 +541,7 @@ def _batches(
 ) -> Iterator[RecordBatch]:
     names = [f.destination_field for f in job.fields]
     hashing = {f.destination_field: f.pii for f in job.fields if f.pii}
-    for chunk in _read(store, send.rows, chunk_rows=max(batch_size, READ_CHUNK_ROWS)):
+    for chunk in chunks:
         for offset in range(0, chunk.num_rows, batch_size):
             arrow = chunk.slice(offset, batch_size)
             keys = [str(k) for k in arrow.column("entity_key").to_pylist()]
@@ -519,38 +560,48 @@ def _batches(
             )
 
 
-def _read(store: ActivationStore, query: exp.Select, *, chunk_rows: int) -> Iterator[pa.Table]:
-    """The rows of `query`, `chunk_rows` at a time, with no transaction open while the
-    caller delivers them.
+def _rows(
+    store: ActivationStore, query: exp.Select, *, chunk_rows: int, spools: contextlib.ExitStack
+) -> Callable[[], Iterator[pa.Table]]:
+    """A reader of the rows of `query`, `chunk_rows` at a time, that delivery calls with no
+    store transaction open.
 
     On DuckDB a transaction holds the store's one-writer lock, which every sync and audience
-    refresh needs: the rows are spooled to an unlinked local file in one read (Arrow IPC,
-    streamed, so memory stays bounded), and delivery reads them back from there. PostgreSQL
-    streams them in one read transaction, which blocks no writer.
+    refresh needs: the rows are spooled now (the caller's transaction, or a session's) to an
+    unlinked local file (Arrow IPC, streamed, so memory stays bounded) that `spools` closes,
+    and the reader reads them back from there. On PostgreSQL the reader streams them in one
+    read transaction of its own, which blocks no writer.
     """
     sql = _sql(store, query)
     if store.dialect != "duckdb":
-        with store.transaction() as conn:
-            result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
-            names = list(result.keys())
-            for rows in result.partitions(chunk_rows):
-                yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
-        return
+
+        def stream() -> Iterator[pa.Table]:
+            with store.transaction() as conn:
+                result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
+                names = list(result.keys())
+                for rows in result.partitions(chunk_rows):
+                    yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+        return stream
     store.spool_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=store.spool_dir) as spool:
-        with store.transaction() as conn:
-            reader = conn.connection.driver_connection.sql(sql).to_arrow_reader(chunk_rows)
-            try:
-                with pa.ipc.new_stream(spool, reader.schema) as writer:
-                    for batch in reader:
-                        writer.write_batch(batch)
-            finally:
-                # DuckDB refuses to end a transaction while a result is open.
-                reader.close()
+    spool = spools.enter_context(tempfile.TemporaryFile(dir=store.spool_dir))  # noqa: SIM115 (closed by `spools`)
+    with store.transaction() as conn:
+        reader = conn.connection.driver_connection.sql(sql).to_arrow_reader(chunk_rows)
+        try:
+            with pa.ipc.new_stream(spool, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+        finally:
+            # DuckDB refuses to end a transaction while a result is open.
+            reader.close()
+
+    def read_back() -> Iterator[pa.Table]:
         spool.seek(0)
         for batch in pa.ipc.open_stream(spool):
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
+
+    return read_back
 
 
 # --- commits ----------------------------------------------------------------------------
@@ -653,6 +704,11 @@ class _ConfirmationLog:
                 self._insert(conn, pa.concat_tables(chunk))
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def discard(self) -> None:
+        """Drop the local batches once the snapshot has them (committed)."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
     def _insert(self, conn: sa.Connection, rows: pa.Table) -> None:
         """Insert `rows` (entity_key, operation) on DuckDB, straight from Arrow."""
         raw = conn.connection.driver_connection
@@ -699,6 +755,33 @@ def _commit_confirmed(
                 "WHERE c.operation <> 'remove'"
             )
         conn.exec_driver_sql(f"DELETE FROM {log}")
+        _set_state(store, tables, tables.sync_id, pending_token=token, conn=conn)
+
+
+def _commit_sent_changes(
+    store: ActivationStore,
+    tables: _Tables,
+    confirmed: exp.Table,
+    *,
+    ops: Sequence[str],
+    token: str | None,
+) -> None:
+    """What `_commit_confirmed` does when the destination confirmed every change of `ops`:
+    the same snapshot, from the changes table alone. The confirmation log's files stay
+    until the caller discards them, so a crash before that folds them again (the same
+    rows: a no-op)."""
+    snapshot, changes_sql = _sql(store, tables.snapshot), _sql(store, tables.changes)
+    sent = " OR ".join(f"operation = {exp.Literal.string(op).sql()}" for op in ops) or "FALSE"
+    with store.transaction() as conn:
+        conn.exec_driver_sql(
+            f"DELETE FROM {snapshot} WHERE entity_key IN "
+            f"(SELECT entity_key FROM {changes_sql} WHERE {sent})"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {snapshot} SELECT {_snapshot_columns(tables)} FROM {changes_sql} "
+            f"WHERE ({sent}) AND operation <> 'remove'"
+        )
+        conn.exec_driver_sql(f"DELETE FROM {_sql(store, confirmed)}")
         _set_state(store, tables, tables.sync_id, pending_token=token, conn=conn)
 
 

@@ -112,6 +112,7 @@ class ActivationStore:
         # DuckDB caches up to 80% of RAM by default; a limit makes it spill to disk instead.
         self.memory_limit = memory_limit
         self.run_sql_timeout_seconds = run_sql_timeout_seconds or None
+        self._session: dict[int, sa.Connection] = {}  # thread -> its held connection
         if self.dialect == "duckdb":
             self.path = home / f"{ACTIVATION_CATALOG}.duckdb"
             self.url = f"duckdb:///{self.path}"
@@ -165,12 +166,41 @@ class ActivationStore:
         Raises:
             WarehouseError: A statement failed or took longer than the run timeout.
         """
+        held = self._session.get(threading.get_ident())
         try:
+            if held is not None:
+                with held.begin():
+                    yield held
+                return
             with self._writer_lock(), self.engine.begin() as conn:
                 if self.path is None:
                     set_statement_timeout(conn, self.run_sql_timeout_seconds)
                 conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql()}")
                 yield conn
+        except sa.exc.DBAPIError as err:
+            raise self._failure(err) from err
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Run this thread's transactions until the block ends on one DuckDB connection,
+        under one hold of the writer lock: each transaction otherwise opens the store file
+        (and its buffers start cold: a 10M-member sync read its tables from disk again in
+        each of its ~20 transactions) and checkpoints it on closing. Only around store work:
+        the lock is held all along, so never around a destination call. A no-op on
+        PostgreSQL (pooled connections) and inside another session."""
+        thread = threading.get_ident()
+        if self.path is None or thread in self._session:
+            yield
+            return
+        try:
+            with self._writer_lock(), self.engine.connect() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql()}")
+                conn.commit()
+                self._session[thread] = conn
+                try:
+                    yield
+                finally:
+                    del self._session[thread]
         except sa.exc.DBAPIError as err:
             raise self._failure(err) from err
 

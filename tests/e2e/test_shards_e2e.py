@@ -55,6 +55,11 @@ def _wait_until(condition: Callable[[], bool], *, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+def _location_or_none(system: RunningSystem, path: list[str]) -> str | None:
+    asset = system.dagster.loaded_asset(path)
+    return None if asset is None else asset.location
+
+
 def _location(system: RunningSystem, path: list[str]) -> str:
     asset = system.dagster.loaded_asset(path)
     assert asset is not None, path
@@ -121,7 +126,13 @@ def test_a_reference_across_locations_brings_both_audiences_into_one(
         },
     )  # fmt: skip
     assert updated.status_code == 200, updated.text
-    _wait_until(lambda: len({_location(system, p) for p in (*first_paths, *second_paths)}) == 1)
+    # While the two locations reload one after the other, the moved ones are in neither.
+    _wait_until(
+        lambda: (
+            len({_location_or_none(system, p) for p in (*first_paths, *second_paths)}) == 1
+            and _location_or_none(system, first_paths[0]) is not None
+        )
+    )
     # Both syncs run there (a run of either launched in the other location would fail:
     # Dagster has its assets in this one only).
     _run_once(system, second_sync)
