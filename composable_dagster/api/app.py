@@ -51,15 +51,14 @@ def graph_reader(settings: Settings) -> Callable[[], GraphState]:
     def read() -> GraphState:
         with catalog_session(settings.resolved_catalog_url) as session:
             graph = load_graph(session, dialect=dialect)
-        count = len(locations)
-        slugs = {s.id: (w.slug, s.slug) for w in graph.workspaces for s in w.syncs}
-        sync_locations = {sync: locations[i] for sync, i in graph.sync_shards(count).items()}
+        parts = dict(zip(locations, graph.shards(len(locations)), strict=True))
+        syncs = [
+            (loc, w, s) for loc, part in parts.items() for w in part.workspaces for s in w.syncs
+        ]
         return GraphState(
-            digests={loc: graph.shard(i, count).digest() for i, loc in enumerate(locations)},
-            schedule_locations={
-                schedule_name(*slugs[sync]): loc for sync, loc in sync_locations.items()
-            },
-            sync_locations=sync_locations,
+            digests={loc: part.digest() for loc, part in parts.items()},
+            schedule_locations={schedule_name(w.slug, s.slug): loc for loc, w, s in syncs},
+            sync_locations={s.id: loc for loc, _w, s in syncs},
         )
 
     return read

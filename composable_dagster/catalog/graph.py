@@ -111,39 +111,36 @@ class CatalogGraph:
         return self.digest_of(self.to_json())
 
     def shard(self, index: int, count: int) -> CatalogGraph:
-        """The part of the graph code location `index` of `count` builds: the audiences
-        whose group (see `audience_shards`) falls to it, their syncs, and the models they
-        read. With one shard, the whole graph."""
+        """The part of the graph code location `index` of `count` builds (`shards`)."""
+        return self if count == 1 else self.shards(count)[index]
+
+    def shards(self, count: int) -> tuple[CatalogGraph, ...]:
+        """The graph split for `count` code locations: in each, the audiences whose group
+        (see `audience_shards`) falls to it, their syncs, and the models they read. With
+        one location, the whole graph."""
         if count == 1:
-            return self
-        workspaces = []
-        for workspace, shards in zip(self.workspaces, self._audience_shards(count), strict=True):
-            audiences = tuple(a for a in workspace.audiences if shards[a.id] == index)
-            if not audiences:
-                continue
-            kept = {a.id for a in audiences}
-            used = {m for a in audiences for m in a.model_ids}
-            workspaces.append(
-                WorkspaceGraph(
-                    id=workspace.id,
-                    slug=workspace.slug,
-                    model_tables={m: t for m, t in workspace.model_tables.items() if m in used},
-                    audiences=audiences,
-                    syncs=tuple(s for s in workspace.syncs if s.audience_id in kept),
+            return (self,)
+        parts: list[list[WorkspaceGraph]] = [[] for _ in range(count)]
+        for workspace in self.workspaces:
+            shard_of_audience = audience_shards(workspace.audiences, count)
+            for index, part in enumerate(parts):
+                audiences = tuple(
+                    a for a in workspace.audiences if shard_of_audience[a.id] == index
                 )
-            )
-        return CatalogGraph(workspaces=tuple(workspaces))
-
-    def sync_shards(self, count: int) -> dict[str, int]:
-        """The shard of every sync (its audience's), by sync id."""
-        return {
-            sync.id: shards[sync.audience_id]
-            for workspace, shards in zip(self.workspaces, self._audience_shards(count), strict=True)
-            for sync in workspace.syncs
-        }
-
-    def _audience_shards(self, count: int) -> list[dict[str, int]]:
-        return [audience_shards(w.audiences, count) for w in self.workspaces]
+                if not audiences:
+                    continue
+                kept = {a.id for a in audiences}
+                used = {m for a in audiences for m in a.model_ids}
+                part.append(
+                    WorkspaceGraph(
+                        id=workspace.id,
+                        slug=workspace.slug,
+                        model_tables={m: t for m, t in workspace.model_tables.items() if m in used},
+                        audiences=audiences,
+                        syncs=tuple(s for s in workspace.syncs if s.audience_id in kept),
+                    )
+                )
+        return tuple(CatalogGraph(workspaces=tuple(part)) for part in parts)
 
     @staticmethod
     def digest_of(graph_json: str) -> str:

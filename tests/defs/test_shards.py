@@ -107,9 +107,11 @@ def test_the_split_is_stable_and_one_location_is_the_whole_graph() -> None:
     assert [graph.shard(i, 3).digest() for i in range(3)] == [
         CatalogGraph.from_json(graph.to_json()).shard(i, 3).digest() for i in range(3)
     ]
-    assert graph.sync_shards(3) == {
+    shard_of_audience = audience_shards(graph.workspaces[0].audiences, 3)
+    assert {s.id: shard_of_audience[s.audience_id] for s in graph.workspaces[0].syncs} == {
         s.id: i for i in range(3) for w in graph.shard(i, 3).workspaces for s in w.syncs
     }
+    assert graph.shards(3) == tuple(graph.shard(i, 3) for i in range(3))
     assert location_names("composable", 1) == ("composable",)
     assert location_names("composable", 3) == ("composable_0", "composable_1", "composable_2")
 

@@ -210,17 +210,15 @@ def _ensure_loaded(
     sync_path: list[str],
 ) -> str:
     """The code location to launch the sync's run in. At once when Dagster has the sync's
-    asset downstream of its audience, both in one location (a run runs in one): what the
-    run does is read from the catalog when it starts, so no pending reload matters.
-    Otherwise (a sync just created, moved to another audience, or to another shard) wait
-    for the pending reloads, and reload its location once more if they did not bring it."""
+    asset downstream of its audience (a location builds a sync only beside its audience,
+    catalog/graph.py, so that location has both): what the run does is read from the
+    catalog when it starts, so no pending reload matters. Otherwise (a sync just created,
+    moved to another audience, or to another shard) wait for the pending reloads, and
+    reload its location once more if they did not bring it."""
 
     def loaded() -> str | None:
         sync = dagster.loaded_asset(sync_path)
-        if sync is None or tuple(audience_path) not in sync.upstream:
-            return None
-        audience = dagster.loaded_asset(audience_path)
-        return sync.location if audience and audience.location == sync.location else None
+        return sync.location if sync and tuple(audience_path) in sync.upstream else None
 
     if location := loaded():
         return location
