@@ -7,7 +7,8 @@ the OpenAPI document says (openapi.py), which `/docs` and `/redoc` render offlin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
@@ -31,7 +32,7 @@ from composable_dagster.catalog.graph import load_graph
 from composable_dagster.catalog.secret_box import secret_box_for
 from composable_dagster.names import location_names, schedule_name
 from composable_dagster.settings import Settings, get_settings
-from composable_dagster.warehouse import Warehouse
+from composable_dagster.warehouse import Warehouse, release_held_instances
 
 # One router per resource, in the order the document lists them.
 ROUTERS: tuple[APIRouter, ...] = tuple(
@@ -40,6 +41,14 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
         workspaces, models, relationships, traits, destinations, audiences, splits, syncs,
     )
 )  # fmt: skip
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Requests keep the DuckDB warehouse open for a few idle seconds (settings'
+    # warehouse_hold_seconds); a stopped app lets go of it at once.
+    release_held_instances()
 
 
 def graph_reader(settings: Settings) -> Callable[[], GraphState]:
@@ -76,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Zeotap Composable-compatible Audiences and Syncs API, run by Dagster.",
         docs_url=None,  # served offline by install_docs
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.reloads = ReloadTracker(read_graph=graph_reader(settings))

@@ -5,6 +5,7 @@ from composable_dagster.warehouse.connection import (
     Warehouse,
     as_sequence,
     json_value,
+    release_held_instances,
 )
 
-__all__ = ["QueryResult", "Warehouse", "as_sequence", "json_value"]
+__all__ = ["QueryResult", "Warehouse", "as_sequence", "json_value", "release_held_instances"]

@@ -472,14 +472,31 @@ class _InstanceKeeper:
 
     def release(self) -> None:
         with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             if self.connection is not None:
                 self.connection.close()
                 self.connection = None
 
 
-@lru_cache(maxsize=16)
+_KEEPERS: dict[str, _InstanceKeeper] = {}
+_KEEPERS_LOCK = threading.Lock()
+
+
 def _keeper(url: str) -> _InstanceKeeper:
-    return _InstanceKeeper()
+    with _KEEPERS_LOCK:
+        return _KEEPERS.setdefault(url, _InstanceKeeper())
+
+
+def release_held_instances() -> None:
+    """Close the connections `hold_seconds` keeps open, now: a process that stops serving
+    (the API's shutdown) must not keep the warehouse file's instance alive behind it, or
+    the next opener in the process with other settings is refused by DuckDB."""
+    with _KEEPERS_LOCK:
+        keepers = list(_KEEPERS.values())
+    for keeper in keepers:
+        keeper.release()
 
 
 def engine_message(err: sa.exc.DBAPIError) -> str:

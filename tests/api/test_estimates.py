@@ -78,11 +78,18 @@ def test_sampled_estimate_is_close_and_says_so(
     tree = _ltv_over(900)  # about 10% of the rows
     exact = _estimate(client, tenant, customers_id, tree, "exact")
     assert exact["sampled"] is False and "confidence_interval" not in exact
-    auto = _estimate(client, tenant, customers_id, tree, "auto")
-    assert auto["sampled"] is True and auto["sample_percent"] == 5.0
-    assert abs(auto["estimated_size"] - exact["estimated_size"]) <= 0.03 * exact["estimated_size"]
-    low, high = auto["confidence_interval"]
-    assert low <= exact["estimated_size"] <= high
+    # Each sample is a new random one, and a 95% interval misses one time in twenty by
+    # design: judge the intervals over many, not one. Missing in more than 8 of 40 has a
+    # chance below 1e-4 for an honest 95% interval (binomial), so this fails only when the
+    # interval understates the error.
+    trials = [_estimate(client, tenant, customers_id, tree, "auto") for _ in range(40)]
+    assert all(auto["sampled"] is True and auto["sample_percent"] == 5.0 for auto in trials)
+    covered = sum(low <= exact["estimated_size"] <= high
+                  for low, high in (auto["confidence_interval"] for auto in trials))  # fmt: skip
+    assert covered >= 32, f"{covered} of 40 intervals held the exact count"
+    errors = sorted(abs(a["estimated_size"] - exact["estimated_size"]) for a in trials)
+    assert errors[len(errors) // 2] <= 0.03 * exact["estimated_size"]  # the median error
+    assert len({a["estimated_size"] for a in trials}) > 1  # a sample, not a count
 
 
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
