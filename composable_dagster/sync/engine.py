@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pydantic
 import sqlalchemy as sa
 from sqlglot import exp
@@ -62,6 +63,7 @@ from composable_dagster.sync.plan import (
     delta_of,
     duplicate_keys,
     empty_like,
+    first_delivery,
     mapping_fingerprint,
     membership_row_hash,
     snapshot_columns,
@@ -189,7 +191,16 @@ def run_sync(
             if stop is not None:
                 log(f"safety stop overridden for this run: {stop}")
             full_snapshot = job.mode == SyncMode.MIRROR and capabilities.mirror_as_full_snapshot
-            planned, rejects = _changes_to_send(store, job, tables, plan, full_snapshot, now=now)
+            chunk_rows = max(batch_size, READ_CHUNK_ROWS)
+            first = _first_delivery(
+                store, job, tables, plan, full_snapshot, now=now, chunk_rows=chunk_rows
+            )
+            if first is not None:
+                planned, rejects = first.planned, first.rejects
+            else:
+                planned, rejects = _changes_to_send(
+                    store, job, tables, plan, full_snapshot, now=now
+                )
             tally = _Tally(planned=planned, started=started)
             tally.failed = _record_rejects(
                 store, tables, rejects, run_id=run_id, errors=tally.errors
@@ -203,10 +214,12 @@ def run_sync(
             confirmed = _confirmed_table(store, tables, deferred=deferred)
             confirmations = _ConfirmationLog(store, confirmed)
             confirmations.reset()
-            sends = _sends(job, tables, full_snapshot=full_snapshot, current=plan.current)
-            chunk_rows = max(batch_size, READ_CHUNK_ROWS)
-            readers = [_rows(store, send.rows, chunk_rows=chunk_rows, spools=spools)
-                       for send in sends]  # fmt: skip
+            if first is not None:
+                sends, readers = [_Send("add", first.rows)], [first.file.read_back]
+            else:
+                sends = _sends(job, tables, full_snapshot=full_snapshot, current=plan.current)
+                readers = [_rows(store, send.rows, chunk_rows=chunk_rows, spools=spools)
+                           for send in sends]  # fmt: skip
         context = SyncContext(
             sync_id=job.sync_id,
             run_id=run_id,
@@ -242,9 +255,16 @@ def run_sync(
             with store.session():  # the commit's store work, on one connection
                 for op in sorted(RECORDED_UNSENT.get(job.mode, ())):
                     _commit_unsent(store, tables, op=op)
-                if every_change_confirmed:
+                if first is not None:
+                    if not every_change_confirmed:
+                        confirmations.load()
+                    first.file.commit(
+                        confirmed, every_row=every_change_confirmed,
+                        token=token if deferred else None,
+                    )  # fmt: skip
+                elif every_change_confirmed:
                     # The usual run: the log holds every sent change, so the changes table
-                    # says what it does (a first run at 10M: 10M keys not read back).
+                    # says what it does (a churn run: the confirmed keys not read back).
                     _commit_sent_changes(
                         store, tables, confirmed, ops=sorted({s.op for s in sends}),
                         token=token if deferred else None,
@@ -258,8 +278,12 @@ def run_sync(
                     )  # fmt: skip
                 committed = True
                 if not deferred:
-                    _finish(store, tables, job, plan)  # nothing to publish first
+                    # Nothing to publish first.
+                    _finish(store, tables, job, plan, first=first,
+                            every_change_confirmed=every_change_confirmed)  # fmt: skip
             confirmations.discard()
+            if first is not None:
+                first.file.discard()  # after the log's files: a kill in between folds again
             if deferred and token is not None:
                 job.destination.publish(job.destination_config, token)
                 _set_state(store, tables, job.sync_id, pending_token=None)
@@ -270,11 +294,146 @@ def run_sync(
             raise
         connector.close(success=True)
     if deferred:
-        _finish(store, tables, job, plan)
+        _finish(store, tables, job, plan, first=first,
+                every_change_confirmed=every_change_confirmed)  # fmt: skip
     if full_snapshot:
         # Every member was written; what changed in the destination's copy is the diff.
         tally.counts = {op: planned.get(op, 0) for op in SENT_OPERATIONS}
     return tally.report(incremental=plan.incremental)
+
+
+def _first_delivery(
+    store: ActivationStore,
+    job: SyncJob,
+    tables: _Tables,
+    plan: _Plan,
+    full_snapshot: bool,
+    *,
+    now: datetime,
+    chunk_rows: int,
+) -> _FirstDelivery | None:
+    """A first delivery (nothing delivered yet) on DuckDB, spooled; None when the run
+    plans as usual: another engine or mode, a snapshot that holds members, or a key that
+    has gained a parent row since the membership was stored (the changes table rejects
+    it)."""
+    if (
+        store.dialect != "duckdb"
+        or full_snapshot
+        or plan.snapshot_size
+        or "add" not in SENT[job.mode]
+        or RECORDED_UNSENT.get(job.mode)
+    ):
+        return None
+    rows, rejects = first_delivery(
+        members=store.members_table(job.audience_id), parent=job.parent, fields=job.fields,
+        schema=job.schema, split=job.split, dialect=store.dialect, now=now,
+    )  # fmt: skip
+    file = _SentFile(store, tables)
+    with store.transaction() as conn:
+        # A changes table a failed run left would be folded with this run's log after a kill.
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, tables.changes)}")
+        count = file.write(conn, rows, chunk_rows=chunk_rows)
+    if count is None:
+        return None
+    return _FirstDelivery(rows=rows, file=file, rejects=rejects, planned={"add": count})
+
+
+@dataclass(frozen=True, slots=True)
+class _FirstDelivery:
+    """A first delivery: the query of its rows, spooled to a `_SentFile`; the query of its
+    rejected keys (`entity_key, source_rows, key_hash`); its planned counts."""
+
+    rows: exp.Select
+    file: _SentFile
+    rejects: exp.Select
+    planned: Mapping[str, int]
+
+
+class _SentFile:
+    """A first delivery's rows (the snapshot's columns, in key order) in a named file beside
+    the store, in place of the delta's values in a changes table: each member is written
+    to the store once, into the snapshot. The run sends from the file and folds it into the
+    snapshot at the commit; after a kill, the next run's `_recover` folds the part the
+    destination confirmed from it (what the changes table serves for other runs)."""
+
+    def __init__(self, store: ActivationStore, tables: _Tables) -> None:
+        self.store = store
+        self.tables = tables
+        self.path = store.spool_dir / f"first_{tables.sync_id.replace('-', '')}.arrow"
+
+    def write(self, conn: sa.Connection, rows: exp.Select, *, chunk_rows: int) -> int | None:
+        """Spool `rows`, flushed to disk before anything is sent; how many, or None (and no
+        file) when a key has more than one row."""
+        self.store.spool_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        sql = _sql(self.store, rows)
+        reader = conn.connection.driver_connection.sql(sql).to_arrow_reader(chunk_rows)
+        count, unique, last = 0, True, None
+        try:
+            with partial.open("wb") as sink:
+                with pa.ipc.new_stream(sink, reader.schema) as writer:
+                    for batch in reader:
+                        if not batch.num_rows:
+                            continue
+                        keys = batch.column("entity_key")
+                        # Key order: a key's rows are side by side, within or across batches.
+                        repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+                        if keys[0].as_py() == last or pc.any(repeated).as_py():
+                            unique = False
+                            break
+                        last = keys[-1].as_py()
+                        writer.write_batch(batch)
+                        count += batch.num_rows
+                sink.flush()
+                os.fsync(sink.fileno())
+        finally:
+            reader.close()  # DuckDB refuses to end a transaction while a result is open
+        if not unique:
+            partial.unlink()
+            return None
+        partial.rename(self.path)
+        return count
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read_back(self) -> Iterator[pa.Table]:
+        with pa.OSFile(str(self.path)) as source:
+            for batch in pa.ipc.open_stream(source):
+                if batch.num_rows:
+                    yield pa.Table.from_batches([batch])
+
+    def commit(self, confirmed: exp.Table, *, every_row: bool, token: str | None) -> None:
+        """One transaction: the rows the log confirmed (`every_row`: all of them, without
+        reading the log) go into the snapshot, the log is emptied, and the pending
+        publication is recorded. Run again after a kill, it leaves the same snapshot."""
+        snapshot, log = _sql(self.store, self.tables.snapshot), _sql(self.store, confirmed)
+        with self.store.transaction() as conn, pa.OSFile(str(self.path)) as source:
+            stream = pa.ipc.open_stream(source)
+            sent = stream.schema.names  # the snapshot's columns but the key hash
+            columns = ", ".join(["key_hash", *sent])
+            hashed = ", ".join([_sql(self.store, key_hash(exp.column("entity_key"), "duckdb")),
+                                *sent])  # fmt: skip
+            raw = conn.connection.driver_connection
+            raw.register("composable_first_delivery", stream)
+            try:
+                if every_row:
+                    confirmed_only = ""
+                else:
+                    confirmed_only = f" WHERE entity_key IN (SELECT entity_key FROM {log})"
+                    conn.exec_driver_sql(f"DELETE FROM {snapshot}{confirmed_only}")
+                conn.exec_driver_sql(
+                    f"INSERT INTO {snapshot} ({columns}) SELECT {hashed} "
+                    f"FROM composable_first_delivery{confirmed_only}"
+                )
+            finally:
+                raw.unregister("composable_first_delivery")
+            conn.exec_driver_sql(f"DELETE FROM {log}")
+            _set_state(self.store, self.tables, self.tables.sync_id, pending_token=token,
+                       conn=conn)  # fmt: skip
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _changes_to_send(
@@ -790,17 +949,22 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
     confirmed into the snapshot, and publish a file that was committed but not published."""
     confirmed = _confirmed_table(store, tables, deferred=False)
     _ConfirmationLog(store, confirmed).load()
+    first = _SentFile(store, tables)
     with store.transaction() as conn:
         state = _state(store, conn, tables, job.sync_id)
         token = state.get("pending_token")
-        leftover = _exists(store, conn, confirmed) and _exists(store, conn, tables.changes)
+        logged = _exists(store, conn, confirmed)
+        leftover = logged and not first.exists() and _exists(store, conn, tables.changes)
         if leftover:
             # The run's own columns: the mapping may have changed since.
             fields = sum(
                 1 for c in store.columns(conn, tables.changes) if c[0] == "f" and c[1:].isdigit()
             )
-    if leftover:
+    if logged and first.exists():
+        first.commit(confirmed, every_row=False, token=None)
+    elif leftover:
         _commit_confirmed(store, _Tables(store, job.sync_id, field_count=fields), confirmed)
+    first.discard()
     if token:
         # Staged under the old location, which the config no longer names (and which this
         # run abandons, starting from nothing): only the old config could publish it.
@@ -809,19 +973,32 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
         _set_state(store, tables, job.sync_id, pending_token=None)
 
 
-def _finish(store: ActivationStore, tables: _Tables, job: SyncJob, plan: _Plan) -> None:
+def _finish(
+    store: ActivationStore,
+    tables: _Tables,
+    job: SyncJob,
+    plan: _Plan,
+    *,
+    first: _FirstDelivery | None = None,
+    every_change_confirmed: bool = False,
+) -> None:
     """After a successful run: the snapshot has caught up with the plan's membership version
     except for the delta's keys it still differs on (failed, rejected, or not sent in this
-    mode), which the next run compares again whatever the log says."""
+    mode), which the next run compares again whatever the log says. After a first delivery
+    the destination confirmed in full, those are the rejected keys (the log logs a parent
+    change since the membership, which the next materialization sees)."""
     with store.transaction() as conn:
         state = _state(store, conn, tables, job.sync_id)
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_sql(store, tables.pending)}")
         if plan.membership_version is not None:
-            still = delta_of(
-                candidates=exp.select("key_hash").from_(tables.delta.copy()),
-                current=plan.hashes,
-                snapshot=tables.snapshot,
-            )
+            if first is not None and every_change_confirmed:
+                still = exp.select("key_hash").from_(first.rejects.subquery("r"))
+            else:
+                still = delta_of(
+                    candidates=exp.select("key_hash").from_(tables.delta.copy()),
+                    current=plan.hashes,
+                    snapshot=tables.snapshot,
+                )
             _create(store, conn, tables.pending, exp.select("key_hash").from_(still.subquery("d")))
         _set_state(
             store, tables, job.sync_id, conn=conn,
@@ -848,7 +1025,7 @@ def _record_rejects(
     """Record the duplicated keys `rejects` selects (`entity_key, source_rows`)."""
     with store.transaction() as conn:
         rows = conn.exec_driver_sql(_sql(store, rejects)).all()
-    failures = {str(key): f"duplicate key: {n} source rows" for key, n in rows}
+    failures = {str(key): f"duplicate key: {n} source rows" for key, n, *_ in rows}
     if failures:
         _record_errors(store, tables, run_id=run_id, op="reject", failures=failures)
         errors.extend((k, "reject", v) for k, v in failures.items())

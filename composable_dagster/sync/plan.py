@@ -265,6 +265,46 @@ def current_values(
     return _in_split(select, key=key, split=split, dialect=dialect)
 
 
+def first_delivery(
+    *,
+    members: exp.Table,
+    parent: ModelDef,
+    fields: Sequence[MappedField],
+    schema: CatalogSchema,
+    split: SplitRange | None,
+    dialect: str,
+    now: datetime,
+) -> tuple[exp.Select, exp.Select]:
+    """What a sync with an empty snapshot sends, without a delta or a changes table: every
+    member (of the split group) whose key had one parent row when the membership was
+    stored, with the snapshot's columns (`entity_key, key_hash, row_hash, f0…fn`) in key
+    order; and the members rejected for a duplicated key (`entity_key, source_rows,
+    key_hash`).
+
+    The membership's `source_rows` decides, so no window over the parent rows is needed;
+    the key order puts the rows of a key that gained a parent row since side by side, where
+    the caller checks for them (sync/engine.py)."""
+    m = "m"
+    one_row = exp.column("source_rows", m).eq(exp.Literal.number(1))
+    values = current_values(
+        members=members, parent=parent, fields=fields, schema=schema, split=split,
+        dialect=dialect, now=now,
+    ).where(one_row)  # fmt: skip
+    # No key hash: a 128-bit integer has no Arrow type to spool it as (the snapshot's is
+    # computed again from the key, by the one formula).
+    sent = [c for c in snapshot_columns(len(fields)) if c != "key_hash"]
+    rows = exp.select(*sent).from_(values.subquery("v"))
+    key = exp.column("entity_key", m)
+    rejects = _in_split(
+        exp.select(exp.alias_(exp.cast(key.copy(), "VARCHAR"), "entity_key"),
+                   exp.column("source_rows", m), exp.column("key_hash", m))
+        .from_(members.copy().as_(m))
+        .where(exp.column("source_rows", m) > 1),
+        key=key, split=split, dialect=dialect,
+    )  # fmt: skip
+    return rows.order_by(exp.column("entity_key")), rejects
+
+
 def snapshot_columns(field_count: int) -> list[str]:
     """A snapshot's columns: the key, its hash, the hash of the delivered values, the values."""
     return ["entity_key", "key_hash", "row_hash", *(f"f{i}" for i in range(field_count))]

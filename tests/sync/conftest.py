@@ -3,7 +3,7 @@ score threshold, and jobs for real destinations."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,6 +195,14 @@ def postgres_world(tmp_path: Path, pg_url: str) -> World:
         FROM generate_series(0, {CUSTOMERS - 1}) AS t(i)"""
     )
     return world
+
+
+@pytest.fixture
+def target(pg_url: str) -> Iterator[sa.Engine]:
+    """The PostgreSQL database the destinations of these tests write to."""
+    engine = sa.create_engine(pg_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -24,13 +23,6 @@ def sha(text: str) -> str:
 
 def email(i: int) -> str:
     return f"user.{i}@example.com"  # what the PII library must make of 'User.<i>@Example.com'
-
-
-@pytest.fixture
-def target(pg_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(pg_url)
-    yield engine
-    engine.dispose()
 
 
 def pg_config(pg_url: str) -> dict:
