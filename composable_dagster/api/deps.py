@@ -92,13 +92,17 @@ def get_caller(
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_warehouse(settings: SettingsDep) -> Warehouse:
-    return Warehouse(
+def get_warehouse(settings: SettingsDep, _caller: CallerDep) -> Warehouse:
+    """The warehouse for an authenticated caller (only then is it opened), already opening
+    while the endpoint reads the catalog and compiles."""
+    warehouse = Warehouse(
         settings.resolved_warehouse_url,
         read_only=True,
         hold_seconds=settings.warehouse_hold_seconds,
         sql_timeout_seconds=settings.sql_timeout_seconds,
     )
+    warehouse.warm()
+    return warehouse
 
 
 WarehouseDep = Annotated[Warehouse, Depends(get_warehouse)]

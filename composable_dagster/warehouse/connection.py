@@ -208,6 +208,19 @@ class Warehouse:
             deadline=self.deadline,
         )
 
+    def warm(self) -> None:
+        """Start opening the held DuckDB instance in the background, when none is open: the
+        caller goes on with its other work (a request's catalog reads and compiling) while
+        DuckDB starts (~20 ms), instead of waiting for it at the first query."""
+        if self.hold_seconds <= 0:
+            return
+        keeper = _keeper(self.url.render_as_string(hide_password=False))
+        if keeper.connection is None:
+            threading.Thread(
+                target=keeper.hold, args=(self.engine,), kwargs={"seconds": self.hold_seconds},
+                name="warehouse-warm", daemon=True,
+            ).start()  # fmt: skip
+
     @property
     def engine(self) -> sa.Engine:
         timeout_ms = round(self.sql_timeout_seconds * 1000) if self.sql_timeout_seconds else None
