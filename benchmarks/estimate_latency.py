@@ -3,7 +3,8 @@
     python benchmarks/estimate_latency.py [--large 10000000] [--repeat 30]
 
 Two parent models: the demo data (100k customers with orders and events, built by the
-demo generator + dbt) and a 10M-row customers table. For each tree, p50/p95 of
+demo generator + dbt) and a 10M-row customers table with as many orders and events (a
+relation and an event tree are timed on those: goal ≤ 600 ms exact). For each tree, p50/p95 of
 `POST /models/{id}/estimate-filter` (in-process ASGI, auth + catalog + compile + query)
 in exact and auto/sampled mode, and the hand-written `SELECT count(*)` on a DuckDB
 connection as the floor. Sampled rows report their error against the exact count. Then
@@ -38,6 +39,12 @@ FLOOR_QUERIES = (
     "- INTERVAL 30 DAY AND occurred_at <= now()::TIMESTAMP)",
     "SELECT count(*) FROM analytics.big_customers WHERE lifetime_value > 4500",
     "SELECT count(*) FROM analytics.big_customers WHERE country = 'US' AND plan = 'pro'",
+    "SELECT count(*) FROM analytics.big_customers WHERE lifetime_value > 2500 AND customer_id "
+    "IN (SELECT customer_id FROM analytics.big_orders WHERE category = 'electronics' "
+    "AND amount > 100)",
+    "SELECT count(*) FROM analytics.big_customers WHERE customer_id IN (SELECT customer_id "
+    "FROM analytics.big_events WHERE event_type = 'purchase' AND occurred_at >= "
+    "now()::TIMESTAMP - INTERVAL 30 DAY AND occurred_at <= now()::TIMESTAMP)",
 )
 
 
@@ -75,6 +82,24 @@ def main() -> None:
                    ['US', 'DE', 'GB', 'FR', 'IN'][(hash(i * 3) % 5 + 1)::BIGINT] AS country,
                    ['free', 'basic', 'pro', 'enterprise'][(hash(i * 7) % 4 + 1)::BIGINT] AS plan
             FROM range({args.large}) t(i) ORDER BY hash(i + 1)""")
+        # As many orders and events as big customers, on random customers over 180 days.
+        con.execute(f"""
+            CREATE TABLE analytics.big_orders AS
+            SELECT printf('O%09d', i) AS order_id,
+                   printf('C%09d', hash(i * 11) % {args.large}) AS customer_id,
+                   ['books', 'electronics', 'garden', 'toys'][(hash(i * 13) % 4 + 1)::BIGINT]
+                       AS category,
+                   (hash(i * 17) % 500)::DOUBLE AS amount
+            FROM range({args.large}) t(i)""")
+        con.execute(f"""
+            CREATE TABLE analytics.big_events AS
+            SELECT printf('E%09d', i) AS event_id,
+                   printf('C%09d', hash(i * 19) % {args.large}) AS customer_id,
+                   ['page_view', 'add_to_cart', 'purchase'][(hash(i * 23) % 3 + 1)::BIGINT]
+                       AS event_type,
+                   now()::TIMESTAMP - to_seconds((hash(i * 29) % (180 * 86400))::BIGINT)
+                       AS occurred_at
+            FROM range({args.large}) t(i)""")
 
     # Floors first: the API keeps its own DuckDB instance of this file open, and DuckDB
     # refuses a second instance of one file with another configuration in a process.
@@ -105,10 +130,19 @@ def main() -> None:
                    timestamp_column="occurred_at")  # fmt: skip
     orders = model("orders", "orders", primary_key_column="order_id", entity_type="related")
     big = model("big", "big_customers", primary_key_column="customer_id")
+    big_orders = model("big_orders", "big_orders", primary_key_column="order_id",
+                       entity_type="related")  # fmt: skip
+    big_events = model("big_events", "big_events", primary_key_column="event_id",
+                       entity_type="event", timestamp_column="occurred_at")  # fmt: skip
     rels = {}
-    for name, to in (("ev", events), ("ord", orders)):
+    for name, parent, to in (
+        ("ev", demo, events),
+        ("ord", demo, orders),
+        ("big_ord", big, big_orders),
+        ("big_ev", big, big_events),
+    ):
         rels[name] = client.post(f"{base}/relationships", headers=headers, json={
-            "name": name, "from_model_id": demo, "to_model_id": to,
+            "name": name, "from_model_id": parent, "to_model_id": to,
             "from_column": "customer_id", "to_column": "customer_id"}).json()["id"]  # fmt: skip
 
     large = f"{args.large / 1e6:g}M" if args.large >= 1_000_000 else f"{args.large:,}"
@@ -129,6 +163,19 @@ def main() -> None:
         (large, "country = US and plan = pro (5%)", big, {"type": "and", "children": [
             prop("country", "equals", "US"), prop("plan", "equals", "pro")]},
          FLOOR_QUERIES[3]),
+        (large, "LTV > 2500 and an electronics order over 100 (relation)", big,
+         {"type": "and", "children": [prop("lifetime_value", "greater_than", 2500),
+          {"type": "condition", "condition_type": "relation", "relationship_id": rels["big_ord"],
+           "filters": {"type": "and", "children": [prop("category", "equals", "electronics"),
+                                                   prop("amount", "greater_than", 100)]}}]},
+         FLOOR_QUERIES[4]),
+        (large, "a purchase event in 30 days (event)", big,
+         {"type": "and", "children": [
+          {"type": "condition", "condition_type": "event", "relationship_id": rels["big_ev"],
+           "count_operator": "at_least", "count_value": 1,
+           "filters": prop("event_type", "equals", "purchase"),
+           "time_window": {"type": "within", "value": 30, "unit": "days"}}]},
+         FLOOR_QUERIES[5]),
     ]  # fmt: skip
     print("| rows | tree | mode | p50 ms | p95 ms | count | error vs exact | floor p50 ms |")
     print("|---|---|---|---|---|---|---|---|")

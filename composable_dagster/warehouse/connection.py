@@ -16,6 +16,7 @@ the activation store (`engine_message`). Values reach JSON through `json_value`,
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import math
 import re
@@ -216,10 +217,15 @@ class Warehouse:
             return
         keeper = _keeper(self.url.render_as_string(hide_password=False))
         if keeper.connection is None:
-            threading.Thread(
-                target=keeper.hold, args=(self.engine,), kwargs={"seconds": self.hold_seconds},
-                name="warehouse-warm", daemon=True,
-            ).start()  # fmt: skip
+            engine, seconds = self.engine, self.hold_seconds
+
+            def open_held() -> None:
+                # A failure here (a writer has the file) is the caller's own connect's to
+                # report, with the request's field: nothing to say from this thread.
+                with contextlib.suppress(Exception):
+                    keeper.hold(engine, seconds=seconds)
+
+            threading.Thread(target=open_held, name="warehouse-warm", daemon=True).start()
 
     @property
     def engine(self) -> sa.Engine:
