@@ -953,14 +953,14 @@ def _recover(store: ActivationStore, job: SyncJob, tables: _Tables) -> None:
     with store.transaction() as conn:
         state = _state(store, conn, tables, job.sync_id)
         token = state.get("pending_token")
-        logged = _exists(store, conn, confirmed)
-        leftover = logged and not first.exists() and _exists(store, conn, tables.changes)
+        logged, spooled = _exists(store, conn, confirmed), first.exists()
+        leftover = logged and not spooled and _exists(store, conn, tables.changes)
         if leftover:
             # The run's own columns: the mapping may have changed since.
             fields = sum(
                 1 for c in store.columns(conn, tables.changes) if c[0] == "f" and c[1:].isdigit()
             )
-    if logged and first.exists():
+    if logged and spooled:
         first.commit(confirmed, every_row=False, token=None)
     elif leftover:
         _commit_confirmed(store, _Tables(store, job.sync_id, field_count=fields), confirmed)
@@ -1022,7 +1022,8 @@ def _record_rejects(
     run_id: str,
     errors: list[tuple[str, str, str]],
 ) -> int:
-    """Record the duplicated keys `rejects` selects (`entity_key, source_rows`)."""
+    """Record the duplicated keys `rejects` selects (`entity_key, source_rows` first; a
+    first delivery's also carries the key hash, for its pending keys)."""
     with store.transaction() as conn:
         rows = conn.exec_driver_sql(_sql(store, rejects)).all()
     failures = {str(key): f"duplicate key: {n} source rows" for key, n, *_ in rows}

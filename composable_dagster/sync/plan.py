@@ -277,9 +277,9 @@ def first_delivery(
 ) -> tuple[exp.Select, exp.Select]:
     """What a sync with an empty snapshot sends, without a delta or a changes table: every
     member (of the split group) whose key had one parent row when the membership was
-    stored, with the snapshot's columns (`entity_key, key_hash, row_hash, f0…fn`) in key
-    order; and the members rejected for a duplicated key (`entity_key, source_rows,
-    key_hash`).
+    stored, with the snapshot's columns but the key hash (`entity_key, row_hash, f0…fn`)
+    in key order; and the members rejected for a duplicated key (`entity_key,
+    source_rows, key_hash`).
 
     The membership's `source_rows` decides, so no window over the parent rows is needed;
     the key order puts the rows of a key that gained a parent row since side by side, where
