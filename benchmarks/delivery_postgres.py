@@ -6,7 +6,11 @@ type's batch size (50,000), as the sync engine does. Passes over one scratch dat
 - connector, add: every row is new (binary COPY straight into the keyed table);
 - connector, re-sent add: the same batches again, every row conflicts and is unchanged (the
   recovery of a crashed run: binary COPY into TEMP staging + INSERT … ON CONFLICT);
-- connector, update: every row changed (staging + INSERT … ON CONFLICT DO UPDATE);
+- connector, update: every row changed (staging + INSERT … ON CONFLICT DO UPDATE), into the
+  table the connector created (fillfactor 50 for a sync that updates rows: HOT updates);
+- connector, update into a packed table: the same rows first added, then changed, in a
+  table created beforehand with PostgreSQL's default fillfactor (100), as a user's own table
+  would be: every update writes a new index entry;
 - raw COPY: pyarrow CSV through psycopg COPY into an identical keyed table, no connector
   (the reference the performance facts quote);
 - row by row: SQLAlchemy `insert()` for a sample (`--sample`), in one transaction,
@@ -15,7 +19,8 @@ type's batch size (50,000), as the sync engine does. Passes over one scratch dat
   the ratios), and executed once per row.
 
 A scratch database is created on the server of `--url` (default: COMPOSABLE_TEST_PG_URL) and
-dropped afterwards. Prints a markdown table.
+dropped afterwards. Prints a markdown table, then both tables' sizes after the add and after
+the update.
 
     python benchmarks/delivery_postgres.py --rows 1000000
 """
@@ -29,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psycopg
@@ -89,6 +95,44 @@ def deliver_all(url: str, data: pa.Table, *, table: str, operation: Operation) -
     return time.perf_counter() - started
 
 
+def create_packed(url: str, name: str) -> None:
+    """The benchmark's table as a user would create it: PostgreSQL's default fillfactor."""
+    engine = sa.create_engine(url)
+    sa.Table(name, sa.MetaData(), *member_columns()).create(engine)
+    engine.dispose()
+
+
+def member_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("entity_key", sa.Text, primary_key=True),
+        sa.Column("email", sa.Text),
+        sa.Column("points", sa.BigInteger),
+        sa.Column("ltv", sa.Double),
+        sa.Column("opted_in", sa.Boolean),
+        sa.Column("signed_up_at", sa.DateTime(timezone=True)),
+    ]
+
+
+def table_size(url: str, name: str) -> int:
+    """Bytes of the table with its indexes and TOAST."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        size = conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": name}).scalar()
+    engine.dispose()
+    return int(size)
+
+
+def check_updated(url: str, name: str, *, rows: int, points: pa.Scalar) -> None:
+    table = sa.table(name, sa.column("points"))
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count(), sa.func.sum(table.c.points)).select_from(table)
+        count, total = conn.execute(query).one()
+    engine.dispose()
+    assert count == rows, f"{count} rows in {name}, expected {rows}"
+    assert total == points.as_py(), f"the updates were not applied to {name}"
+
+
 def raw_copy(url: str, data: pa.Table) -> float:
     """Seconds for a plain CSV COPY of `data` into a fresh keyed table (no connector)."""
     conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -114,16 +158,7 @@ def row_by_row(url: str, data: pa.Table, *, sample: int, batch: int) -> float:
     `batch` rows at a time (1: once per row)."""
     engine = sa.create_engine(url)
     metadata = sa.MetaData()
-    table = sa.Table(
-        f"members_row_by_row_{batch}",
-        metadata,
-        sa.Column("entity_key", sa.Text, primary_key=True),
-        sa.Column("email", sa.Text),
-        sa.Column("points", sa.BigInteger),
-        sa.Column("ltv", sa.Double),
-        sa.Column("opted_in", sa.Boolean),
-        sa.Column("signed_up_at", sa.DateTime(timezone=True)),
-    )
+    table = sa.Table(f"members_row_by_row_{batch}", metadata, *member_columns())
     metadata.create_all(engine)
     records = data.slice(0, sample).to_pylist()
     started = time.perf_counter()
@@ -159,13 +194,16 @@ def main() -> None:
         add = deliver_all(url, data, table="members", operation=Operation.ADD)
         again = deliver_all(url, data, table="members", operation=Operation.ADD)
         changed = data.set_column(2, "points", pc.add(data.column("points"), 1))
+        sizes = {"members": [table_size(url, "members")]}
         update = deliver_all(url, changed, table="members", operation=Operation.UPDATE)
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            count, total = conn.execute(sa.text("SELECT count(*), sum(points) FROM members")).one()
-        engine.dispose()
-        assert count == args.rows, f"{count} rows in the table, expected {args.rows}"
-        assert total == pc.sum(changed.column("points")).as_py(), "updates were not applied"
+        sizes["members"].append(table_size(url, "members"))
+        create_packed(url, "members_packed")
+        deliver_all(url, data, table="members_packed", operation=Operation.ADD)
+        sizes["members_packed"] = [table_size(url, "members_packed")]
+        packed = deliver_all(url, changed, table="members_packed", operation=Operation.UPDATE)
+        sizes["members_packed"].append(table_size(url, "members_packed"))
+        for name in sizes:
+            check_updated(url, name, rows=args.rows, points=pc.sum(changed.column("points")))
         sample = min(args.sample, args.rows)
         batched = row_by_row(url, data, sample=sample, batch=1_000)
         single = row_by_row(url, data, sample=sample, batch=1)
@@ -178,7 +216,8 @@ def main() -> None:
     results = [
         ("connector: add, new rows (binary COPY into the table)", add),
         ("connector: add re-sent, rows unchanged (staging + ON CONFLICT)", again),
-        ("connector: update, rows changed (staging + ON CONFLICT DO UPDATE)", update),
+        ("connector: update, rows changed, table it created (fillfactor 50)", update),
+        ("connector: update, rows changed, packed table (fillfactor 100)", packed),
         ("reference: raw CSV COPY into a keyed table, no connector", raw),
         (
             f"SQLAlchemy insert(), lists of 1,000 rows (sample of {sample:,}, extrapolated)",
@@ -197,6 +236,10 @@ def main() -> None:
         print(
             f"| {name} | {args.rows:,} | {seconds:.2f} | {rate:,.0f} | {rate / slow_rate:,.1f}x |"
         )
+    print("\n| table | MB after the add | MB after the update |")
+    print("|---|---:|---:|")
+    for name, (added, updated) in sizes.items():
+        print(f"| {name} | {added / 1e6:,.0f} | {updated / 1e6:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ HAND_WRITTEN = textwrap.dedent('''
     con.execute("CREATE TEMP TABLE gone AS SELECT k FROM snap ANTI JOIN cur USING (k)")
     first = con.execute("SELECT count(*) FROM snap").fetchone()[0] == 0
     with psycopg.connect(pg_url) as pg:
+        # The table the product's connector creates for a mirror sync: half-full pages.
         pg.execute(f"""CREATE TABLE IF NOT EXISTS {table} (entity_key TEXT PRIMARY KEY,
-            email TEXT, ltv DOUBLE PRECISION, country TEXT)""")
+            email TEXT, ltv DOUBLE PRECISION, country TEXT) WITH (fillfactor = 50)""")
         pg.execute("CREATE TEMP TABLE stage (entity_key TEXT, email TEXT, "
                    "ltv DOUBLE PRECISION, country TEXT) ON COMMIT DROP")
         # DuckDB writes the changed rows as CSV (in parallel), PostgreSQL's COPY reads it:

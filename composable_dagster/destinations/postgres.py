@@ -5,10 +5,12 @@ confirmed key is durably in the table. add/update upsert on the key column and r
 by key; both are idempotent, so a batch re-sent after a crash (between the commit here and the
 engine's snapshot commit) leaves exactly one row per key: effectively exactly-once.
 
-Fast path (PostgreSQL through psycopg 3): the batch is streamed as CSV into a session-local
+Fast path (PostgreSQL through psycopg 3): the batch is streamed into a session-local
 TEMP staging table (no WAL, no index) with COPY, then merged with one
-`INSERT … SELECT … ON CONFLICT (key) DO UPDATE` or `DELETE … USING staging`. Other SQLAlchemy
-databases (SQLite, DuckDB, …) get the same semantics with executemany statements.
+`INSERT … SELECT … ON CONFLICT (key) DO UPDATE` or `DELETE … USING staging`; new members of
+a run go straight into the table with binary COPY until one conflicts. A table it creates for
+a sync that updates rows leaves half of each page free (`UPDATED_TABLE_FILLFACTOR`). Other
+SQLAlchemy databases (SQLite, DuckDB, …) get the same semantics with multi-row statements.
 
 When a batch fails inside the database for data reasons (a constraint, a value the column
 type rejects), its rows are retried in halves, recursively, so the rows at fault are reported
@@ -55,7 +57,7 @@ from composable_dagster.destinations.base import (
 )
 from composable_dagster.destinations.retry import Backoff
 from composable_dagster.errors import InvalidInputError
-from composable_dagster.spec.sync import SyncMode
+from composable_dagster.spec.sync import SENT, SyncMode
 
 # Attempts on a lost connection / deadlock before the destination is declared failed.
 TRANSIENT_RETRIES = 3
@@ -63,6 +65,14 @@ TRANSIENT_RETRIES = 3
 # bisecting 50,000 rows one transaction each would take minutes; stop and fail the rest.
 MAX_CONSECUTIVE_ROW_FAILURES = 100
 _STAGING = "_composable_staging"
+# Tables this connector creates for a sync that updates rows leave half of each page free.
+# An update then writes the row's new version on the same page with no new index entry
+# (a HOT update), and PostgreSQL prunes the old versions when it next visits the page, so a
+# run that changes every member stays in place: 1.9x faster updates in
+# benchmarks/delivery_postgres.py, and after one such run the table is smaller than a packed
+# one, whose updates leave every old version and index entry behind for VACUUM. Tables a
+# user created keep the fillfactor the user gave them.
+UPDATED_TABLE_FILLFACTOR = 50
 # Backends whose "database" is a file on this server: confined to the export directory.
 _FILE_DATABASES = frozenset({"sqlite", "duckdb"})
 # libpq connection parameters a URL may carry: how to connect, never where. `host`,
@@ -295,8 +305,15 @@ class PostgresConnector(Connector):
     def _create_table(self, schema: pa.Schema) -> sa.Table:
         columns = [sa.Column(self.config.key_column, sa.Text(), primary_key=True)]
         columns += [sa.Column(f.name, sql_type(f.type)) for f in schema]
+        options: dict[str, Any] = {}
+        if self._engine.dialect.name == "postgresql" and "update" in SENT[self.context.mode]:
+            options["postgresql_with"] = {"fillfactor": UPDATED_TABLE_FILLFACTOR}
         table = sa.Table(
-            self.config.table_name, sa.MetaData(), *columns, schema=self.config.schema_name
+            self.config.table_name,
+            sa.MetaData(),
+            *columns,
+            schema=self.config.schema_name,
+            **options,
         )
         with self._engine.begin() as conn:
             if self.config.schema_name and self._engine.dialect.name == "postgresql":

@@ -31,6 +31,19 @@ class SyncMode(enum.StrEnum):
     UPSERT = "upsert"
 
 
+# What each mode delivers, and what it records in the snapshot without delivering (remove
+# mode must know who is in the audience to remove those who leave).
+SENT: Mapping[SyncMode, frozenset[str]] = {
+    SyncMode.ADD: frozenset({"add"}),
+    SyncMode.REMOVE: frozenset({"remove"}),
+    SyncMode.MIRROR: frozenset({"add", "update", "remove"}),
+    SyncMode.UPSERT: frozenset({"add", "update"}),
+}
+RECORDED_UNSENT: Mapping[SyncMode, frozenset[str]] = {
+    SyncMode.REMOVE: frozenset({"add", "update"}),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class MappedField:
     """One field of the mapping: where its value comes from and how it is delivered."""

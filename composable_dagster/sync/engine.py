@@ -52,10 +52,15 @@ from composable_dagster.destinations.pii import apply_pii
 from composable_dagster.errors import DomainError
 from composable_dagster.filters import CatalogSchema
 from composable_dagster.filters.schema import ModelDef
-from composable_dagster.spec.sync import MappedField, SafetyConfig, SplitRange, SyncMode
-from composable_dagster.sync.plan import (
+from composable_dagster.spec.sync import (
     RECORDED_UNSENT,
     SENT,
+    MappedField,
+    SafetyConfig,
+    SplitRange,
+    SyncMode,
+)
+from composable_dagster.sync.plan import (
     changes,
     current_hashes,
     current_values,

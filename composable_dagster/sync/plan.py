@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,7 +31,7 @@ from sqlglot import exp
 from composable_dagster.filters import CatalogSchema, compile_trait_values
 from composable_dagster.filters.compile import count_star, model_rows
 from composable_dagster.filters.schema import ModelDef
-from composable_dagster.spec.sync import BUCKETS, MappedField, SplitRange, SyncMode
+from composable_dagster.spec.sync import BUCKETS, MappedField, SplitRange
 from composable_dagster.warehouse.fingerprints import (
     change_kind,
     differs,
@@ -40,19 +40,6 @@ from composable_dagster.warehouse.fingerprints import (
 )
 
 PLAN_VERSION = "v2"  # bump when the hash formula changes: every snapshot then resyncs
-
-
-# What each mode delivers, and what it records in the snapshot without delivering (remove
-# mode must know who is in the audience to remove those who leave).
-SENT: Mapping[SyncMode, frozenset[str]] = {
-    SyncMode.ADD: frozenset({"add"}),
-    SyncMode.REMOVE: frozenset({"remove"}),
-    SyncMode.MIRROR: frozenset({"add", "update", "remove"}),
-    SyncMode.UPSERT: frozenset({"add", "update"}),
-}
-RECORDED_UNSENT: Mapping[SyncMode, frozenset[str]] = {
-    SyncMode.REMOVE: frozenset({"add", "update"}),
-}
 
 
 def mapping_fingerprint(

@@ -174,6 +174,36 @@ def test_upsert_is_idempotent_and_updates_change_values(
     assert fetch(pg_url, "SELECT count(*) FROM members") == [(306,)]
 
 
+def test_a_table_created_for_updates_keeps_updated_rows_on_their_page(
+    pg_url: str, run: PostgresConnector
+) -> None:
+    # A mirror sync updates rows: its table leaves room on each page, so an update of every
+    # row writes each new version beside the old one (HOT) instead of on a new page with a
+    # new index entry.
+    keys = [f"c{i:05d}" for i in range(4_000)]
+    assert run.deliver(batch(Operation.ADD, keys)).confirmed == keys
+    assert fetch(pg_url, "SELECT reloptions FROM pg_class WHERE relname = 'members'") == [
+        (["fillfactor=50"],)
+    ]
+    page = "SELECT entity_key, (ctid::text::point)[0] FROM members ORDER BY 1"
+    before = fetch(pg_url, page)
+    assert len({block for _, block in before}) > 1  # several pages, none of them full
+    changed = batch(Operation.UPDATE, keys, member_rows(keys, bump=1))
+    assert run.deliver(changed).confirmed == keys
+    assert fetch(pg_url, "SELECT sum(points) FROM members") == [(sum(range(4_000)) + 4_000,)]
+    assert fetch(pg_url, page) == before
+
+
+def test_a_table_created_for_adds_only_is_packed(pg_url: str) -> None:
+    context = SyncContext(sync_id="s1", run_id="r1", mode=SyncMode.ADD)
+    connector = DESTINATION.open(make_config(pg_url), context=context)
+    try:
+        assert connector.deliver(batch(Operation.ADD, ["a", "b"])).confirmed == ["a", "b"]
+    finally:
+        connector.close(success=True)
+    assert fetch(pg_url, "SELECT reloptions FROM pg_class WHERE relname = 'members'") == [(None,)]
+
+
 def test_remove_deletes_by_key(pg_url: str, run: PostgresConnector) -> None:
     keys = ["a", "b", "c", "d"]
     run.deliver(batch(Operation.ADD, keys))
