@@ -2,6 +2,7 @@
 
     python benchmarks/sync_end_to_end.py [--members 1000000] [--churn 0.01] [--updates 0.005]
                                          [--pg-url postgresql+psycopg://...]
+                                         [--activation-memory-limit 384MB]
 
 Setup: `composable init --demo` in a temporary directory, whose `analytics.customers` is
 then replaced by `members * (1 + 2 * churn)` generated customers (members have a positive
@@ -273,12 +274,23 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=0.01)
     parser.add_argument("--updates", type=float, default=0.005)
     parser.add_argument("--pg-url", default=os.environ.get("COMPOSABLE_TEST_PG_URL"))
+    parser.add_argument(
+        "--activation-memory-limit",
+        help="COMPOSABLE_ACTIVATION_MEMORY_LIMIT for the served system (default: its own)",
+    )
     args = parser.parse_args()
     if not args.pg_url:
         raise SystemExit("give --pg-url or set COMPOSABLE_TEST_PG_URL")
     n = args.members
-    print(f"load average before: {os.getloadavg()[0]:.2f}; members: {n:,}", flush=True)
+    limit = args.activation_memory_limit or "the default"
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f}; members: {n:,}; "
+        f"store memory limit: {limit}",
+        flush=True,
+    )
     cwd, env, init = demo_init()
+    if args.activation_memory_limit:  # demo_init keeps no COMPOSABLE_* variable of ours
+        env["COMPOSABLE_ACTIVATION_MEMORY_LIMIT"] = args.activation_memory_limit
     warehouse = cwd / ".composable" / "warehouse.duckdb"
     _generate(warehouse, n, args.churn)
     pg_url = _scratch_database(args.pg_url)
