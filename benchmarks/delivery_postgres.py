@@ -202,8 +202,9 @@ def main() -> None:
         sizes["members_packed"] = [table_size(url, "members_packed")]
         packed = deliver_all(url, changed, table="members_packed", operation=Operation.UPDATE)
         sizes["members_packed"].append(table_size(url, "members_packed"))
+        points = pc.sum(changed.column("points"))
         for name in sizes:
-            check_updated(url, name, rows=args.rows, points=pc.sum(changed.column("points")))
+            check_updated(url, name, rows=args.rows, points=points)
         sample = min(args.sample, args.rows)
         batched = row_by_row(url, data, sample=sample, batch=1_000)
         single = row_by_row(url, data, sample=sample, batch=1)

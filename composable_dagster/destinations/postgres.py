@@ -68,7 +68,7 @@ _STAGING = "_composable_staging"
 # Tables this connector creates for a sync that updates rows leave half of each page free.
 # An update then writes the row's new version on the same page with no new index entry
 # (a HOT update), and PostgreSQL prunes the old versions when it next visits the page, so a
-# run that changes every member stays in place: 1.9x faster updates in
+# run that changes every member stays in place: 1.8-1.9x faster updates in
 # benchmarks/delivery_postgres.py, and after one such run the table is smaller than a packed
 # one, whose updates leave every old version and index entry behind for VACUUM. Tables a
 # user created keep the fillfactor the user gave them.
@@ -305,8 +305,9 @@ class PostgresConnector(Connector):
     def _create_table(self, schema: pa.Schema) -> sa.Table:
         columns = [sa.Column(self.config.key_column, sa.Text(), primary_key=True)]
         columns += [sa.Column(f.name, sql_type(f.type)) for f in schema]
+        on_postgres = self._engine.dialect.name == "postgresql"
         options: dict[str, Any] = {}
-        if self._engine.dialect.name == "postgresql" and "update" in SENT[self.context.mode]:
+        if on_postgres and "update" in SENT[self.context.mode]:
             options["postgresql_with"] = {"fillfactor": UPDATED_TABLE_FILLFACTOR}
         table = sa.Table(
             self.config.table_name,
@@ -316,7 +317,7 @@ class PostgresConnector(Connector):
             **options,
         )
         with self._engine.begin() as conn:
-            if self.config.schema_name and self._engine.dialect.name == "postgresql":
+            if self.config.schema_name and on_postgres:
                 conn.execute(sa.schema.CreateSchema(self.config.schema_name, if_not_exists=True))
             table.create(conn, checkfirst=True)
         return table

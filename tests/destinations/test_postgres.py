@@ -187,7 +187,7 @@ def test_a_table_created_for_updates_keeps_updated_rows_on_their_page(
     ]
     page = "SELECT entity_key, (ctid::text::point)[0] FROM members ORDER BY 1"
     before = fetch(pg_url, page)
-    assert len({block for _, block in before}) > 1  # several pages, none of them full
+    assert len({block for _, block in before}) > 1  # the rows span several pages
     changed = batch(Operation.UPDATE, keys, member_rows(keys, bump=1))
     assert run.deliver(changed).confirmed == keys
     assert fetch(pg_url, "SELECT sum(points) FROM members") == [(sum(range(4_000)) + 4_000,)]
