@@ -4,6 +4,7 @@ embedding app) can then open the file with its own settings."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -70,8 +71,14 @@ def test_only_an_authenticated_request_opens_the_warehouse(
 def _open_in_this_process(path: str) -> bool:
     """Whether this process has `path` open (its file descriptors, as the kernel lists
     them): observed without opening the file, which would race the instance under test."""
-    fds = Path("/proc/self/fd")
-    return any(os.path.realpath(fd) == os.path.realpath(path) for fd in fds.iterdir())
+    target = os.path.realpath(path)
+    for fd in Path("/proc/self/fd").iterdir():
+        # The instance's background thread opens and closes descriptors while this reads
+        # the list: one gone by the time it is read was not `path` held open.
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(fd) == target:
+                return True
+    return False
 
 
 def test_warm_opens_the_held_instance_before_any_query(warehouse_url: str) -> None:
